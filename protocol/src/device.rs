@@ -1,0 +1,185 @@
+//! Device keys and the values both sides derive from keys.
+//!
+//! A token holds one RSA-3072 key pair per domain and signs each request with RSA-PSS
+//! (SHA-256). The server only ever *verifies* (a public-key operation): it never runs an RSA
+//! private-key operation on anything a network peer sends (RUSTSEC-2023-0071).
+
+use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use rsa::pss::{Signature, SigningKey, VerifyingKey};
+use rsa::sha2::{Digest, Sha256};
+use rsa::signature::{RandomizedSigner, SignatureEncoding, Verifier};
+use rsa::{RsaPrivateKey, RsaPublicKey};
+use zeroize::Zeroizing;
+
+use crate::envelope::Purpose;
+
+/// Refusals from key handling; deliberately terse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeviceKeyError {
+    #[error("the device public key is not a valid RSA key of the expected size")]
+    BadPublicKey,
+    #[error("the device private key is not valid")]
+    BadPrivateKey,
+    #[error("the signature does not verify")]
+    BadSignature,
+}
+
+/// The bytes a device signs: a purpose label, the HPKE encapsulated key of the envelope the
+/// body travels in (so a signed body cannot be moved into another envelope) and the body.
+pub fn signed_message(purpose: Purpose, enc: &[u8], body: &[u8]) -> Vec<u8> {
+    let label: &[u8] = match purpose {
+        Purpose::Register => b"tessera/v1/sign/register\0",
+        Purpose::Passcode => b"tessera/v1/sign/passcode\0",
+    };
+    let mut msg = Vec::with_capacity(label.len() + enc.len() + body.len() + 1);
+    msg.extend_from_slice(label);
+    msg.extend_from_slice(enc);
+    msg.push(0);
+    msg.extend_from_slice(body);
+    msg
+}
+
+/// A token's private key for one domain.
+pub struct DeviceKey(RsaPrivateKey);
+
+impl DeviceKey {
+    /// Generates a fresh RSA-3072 key pair (slow: a few hundred milliseconds).
+    pub fn generate() -> Self {
+        let key = RsaPrivateKey::new(&mut rand::rng(), crate::DEVICE_KEY_BITS)
+            .expect("RSA key generation with a valid size cannot fail");
+        Self(key)
+    }
+
+    /// PKCS#8 DER of the private key, for the encrypted keystore.
+    pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        let doc = self.0.to_pkcs8_der().expect("encoding an RSA key cannot fail");
+        Zeroizing::new(doc.as_bytes().to_vec())
+    }
+
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, DeviceKeyError> {
+        RsaPrivateKey::from_pkcs8_der(der).map(Self).map_err(|_| DeviceKeyError::BadPrivateKey)
+    }
+
+    /// SubjectPublicKeyInfo DER of the public half, as sent to the server.
+    pub fn public_key_der(&self) -> Vec<u8> {
+        let public = RsaPublicKey::from(&self.0);
+        public.to_public_key_der().expect("encoding an RSA public key cannot fail").as_bytes().to_vec()
+    }
+
+    /// RSA-PSS (SHA-256) signature over `msg`.
+    pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
+        let signer = SigningKey::<Sha256>::new(self.0.clone());
+        signer.sign_with_rng(&mut rand::rng(), msg).to_vec()
+    }
+}
+
+/// A device's public key as the server stores and uses it.
+pub struct DevicePublicKey(VerifyingKey<Sha256>);
+
+impl DevicePublicKey {
+    /// Parses SubjectPublicKeyInfo DER and insists on the protocol's key size, so a peer
+    /// cannot register a weak key or a huge one that is expensive to verify with.
+    pub fn from_der(der: &[u8]) -> Result<Self, DeviceKeyError> {
+        use rsa::traits::PublicKeyParts;
+        let key = RsaPublicKey::from_public_key_der(der).map_err(|_| DeviceKeyError::BadPublicKey)?;
+        if key.size() * 8 != crate::DEVICE_KEY_BITS {
+            return Err(DeviceKeyError::BadPublicKey);
+        }
+        Ok(Self(VerifyingKey::new(key)))
+    }
+
+    /// Verifies an RSA-PSS signature (a public-key operation only).
+    pub fn verify(&self, msg: &[u8], signature: &[u8]) -> Result<(), DeviceKeyError> {
+        let sig = Signature::try_from(signature).map_err(|_| DeviceKeyError::BadSignature)?;
+        self.0.verify(msg, &sig).map_err(|_| DeviceKeyError::BadSignature)
+    }
+}
+
+/// A device's identifier: hex SHA-256 of its public key DER.
+pub fn device_id(public_key_der: &[u8]) -> String {
+    hex::encode(Sha256::digest(public_key_der))
+}
+
+/// The fingerprint of a domain's server key that tokens, `domain list` and the console show:
+/// the first 20 bytes of SHA-256 over the key, in groups of four hex digits.
+pub fn fingerprint(server_public: &[u8]) -> String {
+    let digest = Sha256::digest(server_public);
+    let hex = hex::encode(&digest[..20]);
+    hex.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).expect("hex is ASCII")).collect::<Vec<_>>().join(":")
+}
+
+/// The registration code a user reads out to the administrator.
+///
+/// It is derived from the server's answer (`server_nonce`), the device and the server key
+/// the token *used*: a token that was handed a substituted key derives a different code
+/// from the one the real server stored, so the registration cannot be validated.
+pub fn registration_code(server_public: &[u8], device_id: &str, server_nonce: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"tessera/v1/registration-code\0");
+    h.update(server_public);
+    h.update(device_id.as_bytes());
+    h.update([0]);
+    h.update(server_nonce);
+    let digest = h.finalize();
+    let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) % 1_000_000_000_000;
+    format!("{n:012}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+
+    fn key() -> &'static DeviceKey {
+        static KEY: OnceLock<DeviceKey> = OnceLock::new();
+        KEY.get_or_init(DeviceKey::generate)
+    }
+
+    #[test]
+    fn a_signature_verifies_only_for_its_message_and_key() {
+        let der = key().public_key_der();
+        let public = DevicePublicKey::from_der(&der).unwrap();
+        let msg = signed_message(Purpose::Passcode, b"enc", b"body");
+        let sig = key().sign(&msg);
+        assert!(public.verify(&msg, &sig).is_ok());
+        let other = signed_message(Purpose::Register, b"enc", b"body");
+        assert_eq!(public.verify(&other, &sig), Err(DeviceKeyError::BadSignature));
+        let mut bad = sig.clone();
+        bad[5] ^= 1;
+        assert_eq!(public.verify(&msg, &bad), Err(DeviceKeyError::BadSignature));
+        assert_eq!(public.verify(&msg, &sig[..10]), Err(DeviceKeyError::BadSignature));
+    }
+
+    #[test]
+    fn private_keys_round_trip_through_pkcs8() {
+        let der = key().to_pkcs8_der();
+        let again = DeviceKey::from_pkcs8_der(&der).unwrap();
+        assert_eq!(again.public_key_der(), key().public_key_der());
+        assert!(DeviceKey::from_pkcs8_der(b"garbage").is_err());
+    }
+
+    #[test]
+    fn malformed_or_weak_public_keys_are_refused() {
+        assert!(DevicePublicKey::from_der(b"not a key").is_err());
+        let small = RsaPrivateKey::new(&mut rand::rng(), 1024).unwrap();
+        let der = RsaPublicKey::from(&small).to_public_key_der().unwrap();
+        assert!(DevicePublicKey::from_der(der.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn registration_code_depends_on_the_server_key_used() {
+        let a = registration_code(&[1u8; 32], "dev", b"nonce");
+        assert_eq!(a.len(), 12);
+        assert!(a.bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(a, registration_code(&[1u8; 32], "dev", b"nonce"));
+        assert_ne!(a, registration_code(&[2u8; 32], "dev", b"nonce"));
+        assert_ne!(a, registration_code(&[1u8; 32], "dev", b"other"));
+    }
+
+    #[test]
+    fn fingerprints_are_grouped_hex() {
+        let fp = fingerprint(&[7u8; 32]);
+        assert_eq!(fp.len(), 10 * 4 + 9);
+        assert_eq!(fp.split(':').count(), 10);
+    }
+}
