@@ -39,7 +39,17 @@ pub struct Opened {
 impl Opened {
     /// Verifies the device signature over the body and this envelope.
     pub fn verify(&self, key: &DevicePublicKey) -> Result<(), DeviceKeyError> {
-        key.verify(&signed_message(self.purpose, &self.enc, self.body.as_bytes()), &self.signature)
+        key.verify(&self.signed_message(), &self.signature)
+    }
+
+    /// The exact bytes the device must have signed.
+    pub fn signed_message(&self) -> Vec<u8> {
+        signed_message(self.purpose, &self.enc, self.body.as_bytes())
+    }
+
+    /// The signature that came with the body.
+    pub fn signature(&self) -> &[u8] {
+        &self.signature
     }
 }
 

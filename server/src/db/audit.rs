@@ -1,0 +1,64 @@
+//! The audit log: one row per state change and per authentication decision.
+
+use sqlx::FromRow;
+
+use super::Store;
+
+/// One audit entry to write.
+#[derive(Debug, Default)]
+pub struct Entry<'a> {
+    /// Who acted: `cli`, `token`, `radius:CLIENT`, an administrator's name.
+    pub actor: &'a str,
+    /// What happened, a short machine-friendly word (`domain.add`, `radius.accept`…).
+    pub kind: &'a str,
+    pub domain_code: Option<&'a str>,
+    pub username: Option<&'a str>,
+    /// Where from: a network address.
+    pub source: Option<String>,
+    pub detail: String,
+}
+
+/// A stored audit entry.
+#[derive(Debug, FromRow)]
+pub struct Row {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub kind: String,
+    pub domain_code: Option<String>,
+    pub username: Option<String>,
+    pub source: Option<String>,
+    pub detail: String,
+}
+
+impl Store {
+    /// Appends an entry; text fields are truncated so a peer cannot bloat the log.
+    pub async fn audit(&self, e: Entry<'_>) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, kind, domain_code, username, source, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(crate::now())
+        .bind(clip(e.actor))
+        .bind(clip(e.kind))
+        .bind(e.domain_code.map(clip))
+        .bind(e.username.map(clip))
+        .bind(e.source.as_deref().map(clip))
+        .bind(clip(&e.detail))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The newest `limit` entries, newest first.
+    pub async fn audit_recent(&self, limit: i64) -> sqlx::Result<Vec<Row>> {
+        sqlx::query_as("SELECT id, at, actor, kind, domain_code, username, source, detail FROM audit_log ORDER BY id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(200).collect()
+}

@@ -1,0 +1,131 @@
+//! Devices (token public keys): pending registrations, validation and wrong-PIN counting.
+
+use sqlx::FromRow;
+
+use super::Store;
+
+/// A device with the state of its user, as the passcode flow needs it.
+#[derive(Clone, Debug, FromRow)]
+pub struct DeviceRow {
+    pub id: i64,
+    pub user_id: Option<i64>,
+    pub username: Option<String>,
+    pub user_disabled: Option<i64>,
+    pub public_key: Vec<u8>,
+    pub pin_hash: String,
+    pub registration_expires_at: Option<i64>,
+    pub wrong_pins: i64,
+    pub disabled: i64,
+}
+
+/// A registration waiting for validation.
+pub struct NewDevice<'a> {
+    pub domain_id: i64,
+    pub device_key_id: &'a str,
+    pub public_key: &'a [u8],
+    pub pin_hash: &'a str,
+    pub registration_code: &'a str,
+    pub registration_expires_at: i64,
+}
+
+impl Store {
+    pub async fn insert_pending_device(&self, d: NewDevice<'_>) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO devices (domain_id, device_key_id, public_key, pin_hash, registration_code, \
+             registration_expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(d.domain_id)
+        .bind(d.device_key_id.to_owned())
+        .bind(d.public_key.to_vec())
+        .bind(d.pin_hash.to_owned())
+        .bind(d.registration_code.to_owned())
+        .bind(d.registration_expires_at)
+        .bind(crate::now())
+        .fetch_one(self.pool())
+        .await
+    }
+
+    /// Removes a pending registration that expired, so the same key may register again.
+    pub async fn delete_expired_registration(&self, domain_id: i64, device_key_id: &str, now: i64) -> sqlx::Result<()> {
+        sqlx::query(
+            "DELETE FROM devices WHERE domain_id = $1 AND device_key_id = $2 AND user_id IS NULL \
+             AND registration_expires_at < $3",
+        )
+        .bind(domain_id)
+        .bind(device_key_id.to_owned())
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn device_by_key(&self, domain_id: i64, device_key_id: &str) -> sqlx::Result<Option<DeviceRow>> {
+        sqlx::query_as(
+            "SELECT d.id, d.user_id, u.username AS username, u.disabled AS user_disabled, d.public_key, d.pin_hash, \
+                    d.registration_expires_at, d.wrong_pins, d.disabled \
+             FROM devices d LEFT JOIN users u ON u.id = d.user_id \
+             WHERE d.domain_id = $1 AND d.device_key_id = $2",
+        )
+        .bind(domain_id)
+        .bind(device_key_id.to_owned())
+        .fetch_optional(self.pool())
+        .await
+    }
+
+    /// Binds an unexpired pending registration to `username` (created if new), atomically.
+    /// Returns false when no such registration is pending.
+    pub async fn validate_registration(
+        &self,
+        domain_id: i64,
+        registration_code: &str,
+        username: &str,
+        now: i64,
+    ) -> sqlx::Result<bool> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO users (domain_id, username, disabled, created_at) VALUES ($1, $2, 0, $3) \
+             ON CONFLICT (domain_id, username) DO NOTHING",
+        )
+        .bind(domain_id)
+        .bind(username.to_owned())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let r = sqlx::query(
+            "UPDATE devices SET user_id = (SELECT id FROM users WHERE domain_id = $1 AND username = $2), \
+                    registration_code = NULL, registration_expires_at = NULL, validated_at = $3 \
+             WHERE domain_id = $1 AND registration_code = $4 AND user_id IS NULL AND registration_expires_at >= $3",
+        )
+        .bind(domain_id)
+        .bind(username.to_owned())
+        .bind(now)
+        .bind(registration_code.to_owned())
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 1 {
+            tx.commit().await?;
+            Ok(true)
+        } else {
+            tx.rollback().await?;
+            Ok(false)
+        }
+    }
+
+    /// Takes one PIN attempt *before* the PIN is checked, so parallel guesses cannot exceed
+    /// the limit. Returns the new count, or `None` when the device is already locked.
+    pub async fn reserve_pin_attempt(&self, device_id: i64, limit: i64) -> sqlx::Result<Option<i64>> {
+        sqlx::query_scalar(
+            "UPDATE devices SET wrong_pins = wrong_pins + 1 WHERE id = $1 AND wrong_pins < $2 RETURNING wrong_pins",
+        )
+        .bind(device_id)
+        .bind(limit)
+        .fetch_optional(self.pool())
+        .await
+    }
+
+    /// A right PIN clears the count.
+    pub async fn reset_pin_failures(&self, device_id: i64) -> sqlx::Result<()> {
+        sqlx::query("UPDATE devices SET wrong_pins = 0 WHERE id = $1").bind(device_id).execute(self.pool()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! Domains and their HPKE key pairs.
+
+use sqlx::FromRow;
+
+use super::Store;
+use crate::domain::DomainSettings;
+
+/// A domain as stored.
+#[derive(Clone, FromRow)]
+pub struct DomainRow {
+    pub id: i64,
+    pub code: String,
+    pub name: String,
+    pub device_name: String,
+    pub passcode_lifetime_secs: i64,
+    pub pin_min_length: i64,
+    pub passcode_length: i64,
+    pub max_pin_failures: i64,
+    pub registration_ttl_secs: i64,
+    pub public_key: Vec<u8>,
+    pub private_key: Vec<u8>,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for DomainRow {
+    // The private key never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DomainRow").field("id", &self.id).field("code", &self.code).field("name", &self.name).finish()
+    }
+}
+
+/// A domain to create.
+pub struct NewDomain<'a> {
+    pub code: &'a str,
+    pub name: &'a str,
+    pub device_name: &'a str,
+    pub settings: &'a DomainSettings,
+    pub public_key: &'a [u8],
+    pub private_key: &'a [u8],
+}
+
+const COLUMNS: &str = "id, code, name, device_name, passcode_lifetime_secs, pin_min_length, passcode_length, \
+     max_pin_failures, registration_ttl_secs, public_key, private_key, created_at";
+
+impl Store {
+    pub async fn insert_domain(&self, d: NewDomain<'_>) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO domains (code, name, device_name, passcode_lifetime_secs, pin_min_length, passcode_length, \
+             max_pin_failures, registration_ttl_secs, public_key, private_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+        )
+        .bind(d.code.to_owned())
+        .bind(d.name.to_owned())
+        .bind(d.device_name.to_owned())
+        .bind(i64::from(d.settings.passcode_lifetime_secs))
+        .bind(i64::from(d.settings.pin_min_length))
+        .bind(i64::from(d.settings.passcode_length))
+        .bind(i64::from(d.settings.max_pin_failures))
+        .bind(i64::from(d.settings.registration_ttl_secs))
+        .bind(d.public_key.to_vec())
+        .bind(d.private_key.to_vec())
+        .bind(crate::now())
+        .fetch_one(self.pool())
+        .await
+    }
+
+    pub async fn domains(&self) -> sqlx::Result<Vec<DomainRow>> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM domains ORDER BY code")))
+            .fetch_all(self.pool())
+            .await
+    }
+
+    pub async fn domain_by_code(&self, code: &str) -> sqlx::Result<Option<DomainRow>> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM domains WHERE code = $1")))
+            .bind(code.to_owned())
+            .fetch_optional(self.pool())
+            .await
+    }
+
+    pub async fn domain_by_id(&self, id: i64) -> sqlx::Result<Option<DomainRow>> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM domains WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+    }
+}

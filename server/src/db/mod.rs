@@ -1,0 +1,165 @@
+//! Storage. Every SQL statement lives under this module; one [`Store`] serves SQLite and
+//! PostgreSQL through sqlx's `Any` driver with runtime queries that both dialects accept
+//! (`$1` placeholders, BIGINT flags and Unix-second times; see `migrations/README.md`).
+
+pub mod audit;
+pub mod clients;
+pub mod devices;
+pub mod domains;
+pub mod nonces;
+pub mod passcodes;
+pub mod users;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor as _};
+
+/// Which SQL engine a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// The database behind every command and listener.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    engine: Engine,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+impl Store {
+    /// Connects to `url` (`sqlite://…` creates the file if missing; `postgres://…`) and
+    /// applies pending migrations.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (engine, url) = normalise_url(url)?;
+        let options: AnyConnectOptions =
+            url.parse().with_context(|| format!("invalid database URL {}", redact_url(&url)))?;
+        let pool = match engine {
+            Engine::Sqlite => {
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // WAL lets readers (RADIUS, CLI) run beside the one writer;
+                            // synchronous=FULL makes every commit durable, so a consumed
+                            // passcode stays consumed after a power loss.
+                            conn.execute("PRAGMA busy_timeout = 5000").await?;
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = FULL").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await
+            }
+            Engine::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(options)
+                    .await
+            }
+        }
+        .with_context(|| format!("cannot open the database {}", redact_url(&url)))?;
+        let migrator = match engine {
+            Engine::Sqlite => &SQLITE_MIGRATIONS,
+            Engine::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&pool).await.context("applying database migrations failed")?;
+        Ok(Self { pool, engine })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// A named server secret, created (32 random bytes) by whichever node asks first.
+    pub async fn secret(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        let mut fresh = vec![0u8; 32];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut fresh);
+        sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name.to_owned())
+            .bind(fresh)
+            .execute(&self.pool)
+            .await?;
+        let value: Vec<u8> = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
+            .bind(name.to_owned())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(value)
+    }
+
+    /// Deletes expired nonces and long-expired passcodes; returns rows removed.
+    pub async fn prune(&self, now: i64) -> anyhow::Result<u64> {
+        let a = sqlx::query("DELETE FROM request_nonces WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
+        // Keep an hour of history so a late retry is logged as "expired", not "wrong".
+        let b = sqlx::query("DELETE FROM passcodes WHERE expires_at < $1").bind(now - 3600).execute(&self.pool).await?;
+        let c = sqlx::query("DELETE FROM devices WHERE user_id IS NULL AND registration_expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(a.rows_affected() + b.rows_affected() + c.rows_affected())
+    }
+}
+
+/// Picks the engine from the scheme and makes SQLite create a missing file.
+fn normalise_url(url: &str) -> anyhow::Result<(Engine, String)> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((Engine::Postgres, url.to_owned()));
+    }
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let url = if rest.contains("mode=") {
+            url.to_owned()
+        } else if rest.contains('?') {
+            format!("{url}&mode=rwc")
+        } else {
+            format!("{url}?mode=rwc")
+        };
+        return Ok((Engine::Sqlite, url));
+    }
+    anyhow::bail!("unsupported database URL {}: use sqlite://FILE or postgres://…", redact_url(url))
+}
+
+/// A database URL with its password replaced, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _password)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_hidden() {
+        assert_eq!(redact_url("postgres://u:secret@db/x"), "postgres://u:***@db/x");
+        assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(redact_url("sqlite://tessera.db"), "sqlite://tessera.db");
+    }
+
+    #[test]
+    fn sqlite_urls_create_missing_files() {
+        assert_eq!(normalise_url("sqlite://t.db").unwrap().1, "sqlite://t.db?mode=rwc");
+        assert_eq!(normalise_url("sqlite://t.db?mode=ro").unwrap().1, "sqlite://t.db?mode=ro");
+        assert_eq!(normalise_url("postgres://x/y").unwrap().0, Engine::Postgres);
+        assert!(normalise_url("mysql://x").is_err());
+    }
+}

@@ -1,0 +1,4 @@
+//! HTTP listeners.
+
+pub mod admin;
+pub mod api;

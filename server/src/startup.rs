@@ -1,0 +1,139 @@
+//! Binding every listener (port 0 works) and running until a shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+
+use crate::config::ServeConfig;
+use crate::db::Store;
+use crate::http;
+use crate::radius::Radius;
+use crate::radius::clients::{ClientTable, REFRESH};
+use crate::state::AppState;
+
+/// A server with every socket bound, ready to run.
+pub struct Application {
+    state: AppState,
+    clients: ClientTable,
+    radius: UdpSocket,
+    token: TcpListener,
+    admin: TcpListener,
+}
+
+impl Application {
+    /// Binds RADIUS, the token API and the admin listener.
+    pub async fn build(store: Store, config: &ServeConfig) -> anyhow::Result<Self> {
+        let state = AppState::new(store).await?;
+        let clients = ClientTable::default();
+        clients.reload(&state.store).await.context("loading network clients failed")?;
+        let radius = UdpSocket::bind(config.radius_listen)
+            .await
+            .with_context(|| format!("cannot listen for RADIUS on {}/udp", config.radius_listen))?;
+        let token = TcpListener::bind(config.token_listen)
+            .await
+            .with_context(|| format!("cannot listen for the token API on {}", config.token_listen))?;
+        let admin = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen for the admin console on {}", config.admin_listen))?;
+        Ok(Self { state, clients, radius, token, admin })
+    }
+
+    pub fn radius_addr(&self) -> SocketAddr {
+        self.radius.local_addr().expect("bound socket has an address")
+    }
+
+    pub fn token_addr(&self) -> SocketAddr {
+        self.token.local_addr().expect("bound socket has an address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().expect("bound socket has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then lets requests in flight finish.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+
+        let radius = Radius::new(self.radius, self.state.clone(), self.clients.clone());
+        tokio::spawn(maintain(self.state.clone(), self.clients.clone(), radius.cache(), stopped()));
+        let radius_task = tokio::spawn(radius.run(stopped()));
+
+        let api = http::api::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let token_task = tokio::spawn(axum::serve(self.token, api).with_graceful_shutdown(stopped()).into_future());
+        let admin_task = tokio::spawn(
+            axum::serve(self.admin, http::admin::router()).with_graceful_shutdown(stopped()).into_future(),
+        );
+
+        shutdown.await;
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = stop_tx.send(true);
+        let (r, t, a) = tokio::join!(radius_task, token_task, admin_task);
+        r.context("RADIUS listener failed")?;
+        t.context("token API failed")?.context("token API failed")?;
+        a.context("admin listener failed")?.context("admin listener failed")?;
+        Ok(())
+    }
+}
+
+/// Background upkeep: reload network clients, expire cached answers, prune old rows.
+async fn maintain(
+    state: AppState,
+    clients: ClientTable,
+    cache: std::sync::Arc<crate::radius::cache::ReplyCache>,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(REFRESH);
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut stop => return,
+        }
+        ticks += 1;
+        if let Err(e) = clients.reload(&state.store).await {
+            tracing::warn!(error = format!("{e:#}"), "reloading network clients failed; keeping the previous table");
+        }
+        if ticks.is_multiple_of(20) {
+            cache.expire();
+        }
+        if ticks.is_multiple_of(120) {
+            match state.store.prune(crate::now()).await {
+                Ok(n) if n > 0 => tracing::debug!(rows = n, "pruned expired rows"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "pruning failed"),
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,42 @@
+//! The state every listener shares.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::db::Store;
+use crate::domain::passcode::PasscodeKey;
+use crate::service::limiter::RateLimiter;
+
+/// Name of the server secret that keys passcode hashes.
+pub const PASSCODE_SECRET: &str = "passcode-hmac-v1";
+
+/// Shared, cheaply cloned state.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub passcode_key: PasscodeKey,
+    /// Bounds concurrent argon2 and RSA work so it cannot starve the runtime or memory.
+    pub crypto_permits: Arc<Semaphore>,
+    /// Registrations per source address (each costs an argon2 hash).
+    pub registration_limiter: Arc<RateLimiter>,
+}
+
+impl AppState {
+    pub async fn new(store: Store) -> anyhow::Result<Self> {
+        let secret = store.secret(PASSCODE_SECRET).await?;
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Ok(Self {
+            store,
+            passcode_key: PasscodeKey::new(secret),
+            crypto_permits: Arc::new(Semaphore::new(workers * 2)),
+            registration_limiter: Arc::new(RateLimiter::new(20, std::time::Duration::from_secs(3))),
+        })
+    }
+
+    /// Runs CPU-heavy crypto on the blocking pool, bounded by `crypto_permits`.
+    pub async fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+        let _permit = self.crypto_permits.acquire().await?;
+        Ok(tokio::task::spawn_blocking(f).await?)
+    }
+}
