@@ -59,10 +59,10 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file() {
-        let flag = Some("127.0.0.1:2".parse().unwrap());
-        let file = Some("127.0.0.1:3".parse().unwrap());
-        assert_eq!(layer(flag, file, DEFAULT_RADIUS_LISTEN), flag.unwrap());
-        assert_eq!(layer(None, file, DEFAULT_RADIUS_LISTEN), file.unwrap());
+        let flag: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let file: SocketAddr = "127.0.0.1:3".parse().unwrap();
+        assert_eq!(layer(Some(flag), Some(file), DEFAULT_RADIUS_LISTEN), flag);
+        assert_eq!(layer(None, Some(file), DEFAULT_RADIUS_LISTEN), file);
         assert_eq!(layer(None, None, DEFAULT_RADIUS_LISTEN).port(), 1812);
     }
 }

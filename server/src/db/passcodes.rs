@@ -65,3 +65,88 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::devices::NewDevice;
+    use crate::domain::DomainSettings;
+    use crate::service::admin::{DomainSpec, add_domain, validate};
+
+    /// A store on a fresh SQLite file with one validated device; returns (store, user, device).
+    async fn store_with_device() -> (Store, tempfile::TempDir, i64, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let spec = DomainSpec {
+            name: "Test".into(),
+            code: "127000000001".into(),
+            device_name: None,
+            settings: DomainSettings::default(),
+        };
+        let domain = add_domain(&store, "test", spec).await.unwrap();
+        let new = NewDevice {
+            domain_id: domain.id,
+            device_key_id: "dev1",
+            public_key: b"key",
+            pin_hash: "hash",
+            registration_code: "111122223333",
+            registration_expires_at: crate::now() + 60,
+        };
+        let device_id = store.insert_pending_device(new).await.unwrap();
+        validate(&store, "test", "127000000001", "111122223333", "alice").await.unwrap();
+        let user = store.user_by_name(domain.id, "alice").await.unwrap().unwrap();
+        (store, dir, user.id, device_id)
+    }
+
+    #[tokio::test]
+    async fn a_passcode_is_consumed_exactly_once() {
+        let (store, _dir, user, device) = store_with_device().await;
+        let now = crate::now();
+        store.insert_passcode(user, device, &[1; 32], now + 60, now).await.unwrap();
+        let rows = store.recent_passcodes(user).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].hash, vec![1; 32]);
+        assert!(store.consume_passcode(rows[0].id, now).await.unwrap());
+        assert!(!store.consume_passcode(rows[0].id, now).await.unwrap());
+        assert_eq!(store.recent_passcodes(user).await.unwrap()[0].used, 1);
+    }
+
+    #[tokio::test]
+    async fn an_expired_passcode_cannot_be_consumed() {
+        let (store, _dir, user, device) = store_with_device().await;
+        let now = crate::now();
+        store.insert_passcode(user, device, &[2; 32], now - 1, now - 61).await.unwrap();
+        let id = store.recent_passcodes(user).await.unwrap()[0].id;
+        assert!(!store.consume_passcode(id, now).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_new_passcode_replaces_the_devices_unused_one() {
+        let (store, _dir, user, device) = store_with_device().await;
+        let now = crate::now();
+        store.insert_passcode(user, device, &[3; 32], now + 60, now).await.unwrap();
+        store.insert_passcode(user, device, &[4; 32], now + 60, now).await.unwrap();
+        let rows = store.recent_passcodes(user).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].hash, vec![4; 32]);
+    }
+
+    #[tokio::test]
+    async fn concurrent_consumers_get_one_success() {
+        let (store, _dir, user, device) = store_with_device().await;
+        let now = crate::now();
+        store.insert_passcode(user, device, &[5; 32], now + 60, now).await.unwrap();
+        let id = store.recent_passcodes(user).await.unwrap()[0].id;
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let s = store.clone();
+                tokio::spawn(async move { s.consume_passcode(id, now).await.unwrap() })
+            })
+            .collect();
+        let mut wins = 0;
+        for t in tasks {
+            wins += usize::from(t.await.unwrap());
+        }
+        assert_eq!(wins, 1);
+    }
+}

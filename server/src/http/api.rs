@@ -57,7 +57,7 @@ async fn register_handler(
 ) -> Response {
     let sealed = match parse(&body) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match register::register(&state, &sealed, peer.ip()).await {
         Ok(answer) => sealed_response(answer),
@@ -72,7 +72,7 @@ async fn passcode_handler(
 ) -> Response {
     let sealed = match parse(&body) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match issue::issue_passcode(&state, &sealed, peer.ip()).await {
         Ok(answer) => sealed_response(answer),
@@ -80,8 +80,9 @@ async fn passcode_handler(
     }
 }
 
-fn parse(body: &[u8]) -> Result<SealedBody, Response> {
-    serde_json::from_slice(body).map_err(|e| plain(StatusCode::BAD_REQUEST, format!("malformed request body: {e}")))
+fn parse(body: &[u8]) -> Result<SealedBody, Box<Response>> {
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(plain(StatusCode::BAD_REQUEST, format!("malformed request body: {e}"))))
 }
 
 fn sealed_response<T: Serialize>(answer: Answer<T>) -> Response {
