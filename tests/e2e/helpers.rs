@@ -26,6 +26,53 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The engine this run of the suite uses: `TESSERA_E2E_ENGINE=sqlite` (the default) or
+/// `postgres`; `scripts/test` runs the suite once with each.
+pub fn engine_is_postgres() -> bool {
+    match std::env::var("TESSERA_E2E_ENGINE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("TESSERA_E2E_ENGINE={other:?}: use sqlite or postgres"),
+    }
+}
+
+/// A PostgreSQL database created for one test and dropped after it.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// Creates a fresh database on the server `TESSERA_TEST_DATABASE_URL` points to.
+    pub fn create() -> Self {
+        let admin_url = std::env::var("TESSERA_TEST_DATABASE_URL")
+            .expect("TESSERA_E2E_ENGINE=postgres needs TESSERA_TEST_DATABASE_URL (scripts/test sets it)");
+        let name = format!("tessera_e2e_{}_{:016x}", std::process::id(), rand::random::<u64>());
+        psql(&admin_url, &format!("CREATE DATABASE {name}"));
+        let (base, _) = admin_url.rsplit_once('/').expect("a database URL ends in /DATABASE");
+        let url = format!("{base}/{name}");
+        Self { admin_url, name, url }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([&self.admin_url, "-q", "-c", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)])
+            .output();
+    }
+}
+
+/// Runs one SQL statement with `psql`, which must succeed.
+pub fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql (Debian package postgresql-client) must be installed; scripts/test installs it");
+    assert!(out.status.success(), "psql {sql:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A running `tessera-server serve` on ephemeral loopback ports with its own database.
 pub struct TestServer {
     pub dir: TempDir,
@@ -34,13 +81,30 @@ pub struct TestServer {
     pub token: SocketAddr,
     pub admin: SocketAddr,
     child: Option<Child>,
+    /// Dropped after the server is stopped (fields drop after `Drop::drop`).
+    _pg: Option<PgDatabase>,
 }
 
 impl TestServer {
-    /// A fresh SQLite database and a server on it.
+    /// A fresh database (SQLite file or PostgreSQL database, per the run's engine) and a
+    /// server on it.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let database = format!("sqlite://{}", dir.path().join("tessera.db").display());
+        let (database, pg) = if engine_is_postgres() {
+            let pg = PgDatabase::create();
+            (pg.url.clone(), Some(pg))
+        } else {
+            (format!("sqlite://{}", dir.path().join("tessera.db").display()), None)
+        };
+        Self::launch(dir, database, pg)
+    }
+
+    /// Another node on an existing database (the caller keeps the first node alive).
+    pub fn start_on(database: &str) -> Self {
+        Self::launch(tempfile::tempdir().unwrap(), database.to_owned(), None)
+    }
+
+    fn launch(dir: TempDir, database: String, pg: Option<PgDatabase>) -> Self {
         let mut s = Self {
             dir,
             database,
@@ -48,9 +112,15 @@ impl TestServer {
             token: "0.0.0.0:0".parse().unwrap(),
             admin: "0.0.0.0:0".parse().unwrap(),
             child: None,
+            _pg: pg,
         };
         s.spawn();
         s
+    }
+
+    /// Starts the server again after [`TestServer::kill`], on the same database and ports.
+    pub fn start_again(&mut self) {
+        self.spawn();
     }
 
     fn spawn(&mut self) {
