@@ -39,6 +39,14 @@ pub enum Command {
     /// Validate registrations and manage users
     #[command(subcommand)]
     User(UserCommand),
+    /// Issue one-time enrollment codes (automated validation of a registration)
+    #[command(subcommand)]
+    Enroll(EnrollCommand),
+    /// Manage web console administrators
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Check the configuration and the database and report what is wrong
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +97,12 @@ pub struct DomainAddArgs {
     /// Hours an unvalidated registration stays pending
     #[arg(long, default_value_t = 24, value_name = "HOURS")]
     pub registration_lifetime: u32,
+    /// Wrong passcodes within the window before RADIUS rejects a user without checking
+    #[arg(long, default_value_t = crate::service::throttle::DEFAULT_MAX_FAILURES, value_name = "N")]
+    pub max_passcode_failures: u32,
+    /// Seconds over which wrong passcodes are counted (throttling lifts as they age out)
+    #[arg(long, default_value_t = crate::service::throttle::DEFAULT_WINDOW_SECS, value_name = "SECS")]
+    pub passcode_failure_window: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,4 +177,38 @@ pub struct UserArgs {
     /// Domain code
     #[arg(long, value_name = "CODE")]
     pub domain: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also try binding the listeners' addresses (fails while a server runs on them)
+    #[arg(long)]
+    pub bind: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnrollCommand {
+    /// Print a one-time enrollment code for USERNAME: a token registering with it
+    /// (`tessera-token add-domain CODE --enrollment-code EC`) is validated at once
+    Issue {
+        /// Domain code
+        #[arg(long, value_name = "CODE")]
+        domain: String,
+        /// Username the registration will be bound to
+        #[arg(long, value_name = "NAME")]
+        username: String,
+        /// Days the code stays valid
+        #[arg(long, default_value_t = crate::service::enroll::DEFAULT_DAYS, value_name = "DAYS")]
+        days: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a console administrator; the password is asked twice on the terminal, or read
+    /// as one line of stdin when stdin is not a terminal (at least 12 characters)
+    Add {
+        /// Administrator name for the console's sign-in page
+        username: String,
+    },
 }

@@ -69,9 +69,8 @@ impl Application {
 
         let api = http::api::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let token_task = tokio::spawn(axum::serve(self.token, api).with_graceful_shutdown(stopped()).into_future());
-        let admin_task = tokio::spawn(
-            axum::serve(self.admin, http::admin::router()).with_graceful_shutdown(stopped()).into_future(),
-        );
+        let console = http::admin::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let admin_task = tokio::spawn(axum::serve(self.admin, console).with_graceful_shutdown(stopped()).into_future());
 
         shutdown.await;
         tracing::info!("shutting down: finishing requests in flight");
@@ -107,6 +106,10 @@ async fn maintain(
             cache.expire();
         }
         if ticks.is_multiple_of(120) {
+            let idle_before = crate::now() - crate::service::admins::IDLE_SECS;
+            if let Err(e) = state.store.prune_sessions(idle_before).await {
+                tracing::warn!(error = format!("{e:#}"), "pruning console sessions failed");
+            }
             match state.store.prune(crate::now()).await {
                 Ok(n) if n > 0 => tracing::debug!(rows = n, "pruned expired rows"),
                 Ok(_) => {}

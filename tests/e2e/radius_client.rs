@@ -109,6 +109,14 @@ impl Client {
         Self { socket, server, secret: secret.to_owned() }
     }
 
+    /// A client whose socket is bound to another loopback address (Linux routes all of
+    /// 127.0.0.0/8 to `lo`), to play a second network client.
+    pub fn bound(local: std::net::IpAddr, server: SocketAddr, secret: &str) -> Self {
+        let socket = UdpSocket::bind(SocketAddr::new(local, 0)).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        Self { socket, server, secret: secret.to_owned() }
+    }
+
     pub fn with_timeout(self, t: Duration) -> Self {
         self.socket.set_read_timeout(Some(t)).unwrap();
         self

@@ -1,92 +1,14 @@
 //! The token API under hostile input: garbage JSON, tampered HPKE ciphertexts, forged
 //! signatures, replays and stale requests are refused and change nothing.
 
-use tessera_protocol::DomainCode;
-use tessera_protocol::device::{DeviceKey, device_id, registration_code};
-use tessera_protocol::envelope::{Purpose, ResponseKey};
-use tessera_protocol::request::{open_reply, seal_signed};
-use tessera_protocol::wire::{
-    DomainInfo, ErrorKind, Passcode, PasscodeBody, RegisterBody, Registered, Reply, SealedBody, SealedReply, b64, unb64,
-};
+use tessera_protocol::device::DeviceKey;
+use tessera_protocol::envelope::Purpose;
+use tessera_protocol::request::open_reply;
+use tessera_protocol::wire::{ErrorKind, Passcode, RegisterBody, Registered, Reply, SealedBody, b64, unb64};
 
-use crate::helpers::{DOMAIN, Fixture, PIN, SECRET, TestServer};
+use crate::helpers::{DOMAIN, Fixture, PIN, SECRET};
 use crate::radius_client::{Answer, Client, Ma};
-
-/// A token written against the protocol crate, so a test can bend every field.
-struct RawToken {
-    url: String,
-    agent: ureq::Agent,
-    key: DeviceKey,
-    server_public: Vec<u8>,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-fn nonce() -> String {
-    b64(&rand::random::<[u8; 16]>())
-}
-
-impl RawToken {
-    fn new(server: &TestServer) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let url = server.token_url();
-        let info: DomainInfo = serde_json::from_str(
-            &agent.get(format!("{url}/v1/domains/{DOMAIN}")).call().unwrap().into_body().read_to_string().unwrap(),
-        )
-        .unwrap();
-        Self { url, agent, key: DeviceKey::generate(), server_public: unb64(&info.public_key).unwrap() }
-    }
-
-    fn post(&self, path: &str, body: &str) -> (u16, String) {
-        let r = self
-            .agent
-            .post(format!("{}{path}", self.url))
-            .header("content-type", "application/json")
-            .send(body)
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.into_body().read_to_string().unwrap())
-    }
-
-    fn seal(&self, purpose: Purpose, body: &str) -> (SealedBody, ResponseKey) {
-        seal_signed(purpose, DomainCode::parse(DOMAIN).unwrap(), &self.server_public, body, &self.key).unwrap()
-    }
-
-    fn register(&self) -> String {
-        let body = RegisterBody {
-            device_public_key: b64(&self.key.public_key_der()),
-            pin: PIN.into(),
-            timestamp: now(),
-            nonce: nonce(),
-            enrollment_code: None,
-        };
-        let (sealed, key) = self.seal(Purpose::Register, &serde_json::to_string(&body).unwrap());
-        let (status, text) = self.post("/v1/register", &serde_json::to_string(&sealed).unwrap());
-        assert_eq!(status, 200, "{text}");
-        let reply: SealedReply = serde_json::from_str(&text).unwrap();
-        let Reply::Ok(r) = open_reply::<Registered>(&key, &reply).unwrap() else { panic!("refused") };
-        registration_code(&self.server_public, &r.device_id, &unb64(&r.server_nonce).unwrap())
-    }
-
-    fn passcode_body(&self, pin: &str, timestamp: i64) -> String {
-        let body = PasscodeBody {
-            device_id: device_id(&self.key.public_key_der()),
-            pin: pin.into(),
-            timestamp,
-            nonce: nonce(),
-        };
-        serde_json::to_string(&body).unwrap()
-    }
-
-    /// Posts a sealed passcode request; returns the HTTP status and the opened reply.
-    fn send(&self, sealed: &SealedBody, key: &ResponseKey) -> (u16, Reply<Passcode>) {
-        let (status, text) = self.post("/v1/passcode", &serde_json::to_string(sealed).unwrap());
-        let reply: SealedReply = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not sealed: {status} {text}"));
-        (status, open_reply(key, &reply).unwrap())
-    }
-}
+use crate::raw_token::{RawToken, nonce, now};
 
 fn registered_raw_token() -> (Fixture, RawToken) {
     let f = Fixture::new(&[]);

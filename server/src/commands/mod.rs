@@ -1,8 +1,11 @@
 //! The CLI commands: each parses nothing itself (clap did), calls the service layer and
 //! prints results on stdout, messages on stderr.
 
+pub mod admin;
+pub mod check;
 pub mod client;
 pub mod domain;
+pub mod enroll;
 pub mod serve;
 pub mod user;
 
@@ -18,6 +21,10 @@ pub fn cli_actor() -> String {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // `check` reports a broken file or database itself instead of failing on the first error.
+    if let Command::Check(args) = &cli.command {
+        return check::run(cli.config.as_deref(), cli.database.as_deref(), args).await;
+    }
     let file = FileConfig::load(cli.config.as_deref())?;
     let url = cli.database.clone().or(file.database.clone()).unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
     let store = Store::open(&url).await?;
@@ -26,5 +33,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Domain(cmd) => domain::run(&store, cmd).await,
         Command::Client(cmd) => client::run(&store, cmd).await,
         Command::User(cmd) => user::run(&store, cmd).await,
+        Command::Enroll(cmd) => enroll::run(&store, cmd).await,
+        Command::Admin(cmd) => admin::run(&store, cmd).await,
+        Command::Check(_) => unreachable!("handled above"),
     }
 }

@@ -49,7 +49,11 @@ async fn list(store: &Store, domain: &str) -> anyhow::Result<()> {
             None => {
                 let left = r.registration_expires_at.map(|t| (t - now).max(0) / 60).unwrap_or(0);
                 let code = r.registration_code.as_deref().unwrap_or("-");
-                println!("(pending)  registration code {code}  expires in {left} min  {device}");
+                let id = r.device_key_id.as_deref().unwrap_or("-");
+                println!(
+                    "(pending)  registration code {code}  expires in {left} min  device {}",
+                    &id[..16.min(id.len())]
+                );
             }
         }
     }

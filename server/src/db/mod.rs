@@ -2,12 +2,16 @@
 //! PostgreSQL through sqlx's `Any` driver with runtime queries that both dialects accept
 //! (`$1` placeholders, BIGINT flags and Unix-second times; see `migrations/README.md`).
 
+pub mod admins;
 pub mod audit;
 pub mod clients;
+pub mod console;
 pub mod devices;
 pub mod domains;
+pub mod enrollment;
 pub mod nonces;
 pub mod passcodes;
+pub mod throttle;
 pub mod users;
 
 use std::time::Duration;
@@ -64,7 +68,9 @@ impl Store {
             Engine::Postgres => {
                 AnyPoolOptions::new()
                     .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(5))
+                    // Fail fast when PostgreSQL is unreachable: RADIUS answers Reject in time
+                    // and the pool opens fresh connections once the database is back.
+                    .acquire_timeout(Duration::from_secs(2))
                     .connect_with(options)
                     .await
             }
@@ -113,6 +119,23 @@ impl Store {
             .await?;
         Ok(a.rows_affected() + b.rows_affected() + c.rows_affected())
     }
+}
+
+/// True when an error means the database cannot be reached (as opposed to a bad query).
+pub fn is_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<sqlx::Error>(),
+            Some(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Protocol(_)
+            )
+        )
+    })
 }
 
 /// Picks the engine from the scheme and makes SQLite create a missing file.

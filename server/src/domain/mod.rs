@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod passcode;
+pub mod password;
 pub mod pin;
 pub mod settings;
 pub mod username;

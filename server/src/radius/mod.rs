@@ -9,23 +9,35 @@ pub mod cache;
 pub mod clients;
 pub mod packet;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use radius::core::packet::Packet;
-use radius::core::rfc2865;
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 
 use crate::domain::MessageAuthenticatorMode;
-use crate::service::verify::{Asker, Decision, verify_passcode};
+use crate::service::verify::{Asker, Decision, verify_with_retries};
 use crate::state::AppState;
 use cache::{ReplyCache, Seen};
 use clients::{Client, ClientTable};
 use packet::{ACCESS_ACCEPT, ACCESS_REJECT, ACCESS_REQUEST, Frame, MAX_PACKET_LEN, STATUS_SERVER};
 
+/// Longest a passcode check may take before the request is rejected (clients wait 3-60 s).
+const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Requests handled at once; beyond this, datagrams are dropped (the client retries).
-const MAX_IN_FLIGHT: usize = 1024;
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// Requests of one network client handled at once: a flood from one client fills its own
+/// share and is dropped there, leaving the rest of [`MAX_IN_FLIGHT`] to the others.
+pub const MAX_IN_FLIGHT_PER_CLIENT: usize = 64;
+
+/// One client's share of the listener.
+struct Share {
+    permits: Arc<Semaphore>,
+    dropped: AtomicU64,
+}
 
 /// Everything the listener needs, shared by its request tasks.
 #[derive(Clone)]
@@ -35,6 +47,7 @@ pub struct Radius {
     clients: ClientTable,
     cache: Arc<ReplyCache>,
     permits: Arc<Semaphore>,
+    shares: Arc<Mutex<HashMap<i64, Arc<Share>>>>,
 }
 
 impl Radius {
@@ -45,6 +58,7 @@ impl Radius {
             clients,
             cache: Arc::new(ReplyCache::new(100_000)),
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            shares: Arc::default(),
         }
     }
 
@@ -76,6 +90,16 @@ impl Radius {
                 tracing::debug!(%src, "datagram from an address that is no network client dropped");
                 continue;
             };
+            let share = self.share(client.id);
+            let Ok(client_permit) = share.permits.clone().try_acquire_owned() else {
+                // Logged on the first drop and every 1000th, so a flood cannot flood the log.
+                let n = share.dropped.fetch_add(1, Ordering::Relaxed);
+                if n.is_multiple_of(1000) {
+                    tracing::warn!(client = client.name, %src, dropped = n + 1, limit = MAX_IN_FLIGHT_PER_CLIENT,
+                        "client has too many requests in flight; request dropped");
+                }
+                continue;
+            };
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 tracing::warn!(%src, "RADIUS listener saturated; request dropped");
                 continue;
@@ -83,12 +107,26 @@ impl Radius {
             let datagram = buf[..n].to_vec();
             let this = self.clone();
             tokio::spawn(async move {
-                let _permit = permit;
+                let _permits = (permit, client_permit);
                 this.handle(&datagram, &client, src).await;
             });
         }
         // Drain: wait until every request task has given back its permit.
         let _ = self.permits.acquire_many(MAX_IN_FLIGHT as u32).await;
+    }
+
+    /// The in-flight share of a client, created on its first request.
+    fn share(&self, client_id: i64) -> Arc<Share> {
+        let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        shares
+            .entry(client_id)
+            .or_insert_with(|| {
+                Arc::new(Share {
+                    permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CLIENT)),
+                    dropped: AtomicU64::new(0),
+                })
+            })
+            .clone()
     }
 
     async fn handle(&self, datagram: &[u8], client: &Client, src: SocketAddr) {
@@ -162,17 +200,9 @@ impl Radius {
             tracing::info!(client = client.name, %src, reason = why, "Access-Reject");
             packet::response(ACCESS_REJECT, frame, &client.secret)
         };
-        let Ok(request) = Packet::decode(&datagram[..frame.len], &client.secret) else {
-            return reject("undecodable request");
-        };
-        let Some(Ok(username)) = rfc2865::lookup_user_name(&request) else {
-            return reject("no valid User-Name");
-        };
-        let Some(Ok(password)) = rfc2865::lookup_user_password(&request) else {
-            return reject("no PAP User-Password");
-        };
-        let Ok(passcode) = String::from_utf8(password) else {
-            return reject("User-Password is not text (wrong shared secret?)");
+        let (username, passcode) = match packet::decode_pap(datagram, frame, &client.secret) {
+            Ok(pap) => pap,
+            Err(why) => return reject(why),
         };
         let asker = Asker {
             client_name: &client.name,
@@ -180,11 +210,31 @@ impl Radius {
             domain_code: &client.domain_code,
             source: src,
         };
-        let code = match verify_passcode(&self.state, &asker, &username, &passcode).await {
-            Ok(Decision::Accept) => ACCESS_ACCEPT,
-            Ok(Decision::Reject(_)) => ACCESS_REJECT,
-            Err(e) => {
-                tracing::error!(client = client.name, error = format!("{e:#}"), "passcode check failed; rejecting");
+        // Bounded: a client gets a Reject in time rather than no answer at all.
+        let verdict =
+            tokio::time::timeout(VERIFY_TIMEOUT, verify_with_retries(&self.state, &asker, &username, &passcode));
+        let code = match verdict.await {
+            Ok(Ok(Decision::Accept)) => ACCESS_ACCEPT,
+            Ok(Ok(Decision::Reject(_))) => ACCESS_REJECT,
+            Ok(Err(e)) if crate::db::is_unavailable(&e) => {
+                tracing::error!(
+                    client = client.name,
+                    user = username,
+                    error = format!("{e:#}"),
+                    "database unavailable; Access-Reject"
+                );
+                ACCESS_REJECT
+            }
+            Ok(Err(e)) => {
+                tracing::error!(client = client.name, error = format!("{e:#}"), "passcode check failed; Access-Reject");
+                ACCESS_REJECT
+            }
+            Err(_) => {
+                tracing::error!(
+                    client = client.name,
+                    user = username,
+                    "database too slow (no answer in {VERIFY_TIMEOUT:?}); Access-Reject"
+                );
                 ACCESS_REJECT
             }
         };

@@ -166,7 +166,7 @@ pub async fn change_user(
     Ok(message)
 }
 
-fn check_name(what: &str, s: &str) -> Result<String> {
+pub(crate) fn check_name(what: &str, s: &str) -> Result<String> {
     let s = s.trim();
     if s.is_empty() || s.chars().count() > 64 || s.chars().any(char::is_control) {
         return Err(Error::refused(format!("{what} must have 1 to 64 printable characters")));
@@ -174,7 +174,14 @@ fn check_name(what: &str, s: &str) -> Result<String> {
     Ok(s.to_owned())
 }
 
-async fn audit(
+tokio::task_local! {
+    /// The network address a console change came from; audit entries written while it is
+    /// set carry it as their source (the CLI leaves it unset).
+    pub static SOURCE: String;
+}
+
+/// Writes an audit entry for an administrative change, with the console's source if set.
+pub(crate) async fn audit(
     store: &Store,
     actor: &str,
     kind: &str,
@@ -182,6 +189,7 @@ async fn audit(
     user: Option<&str>,
     detail: String,
 ) -> Result<()> {
-    let entry = Entry { actor, kind, domain_code: domain, username: user, source: None, detail };
+    let source = SOURCE.try_with(Clone::clone).ok();
+    let entry = Entry { actor, kind, domain_code: domain, username: user, source, detail };
     Ok(store.audit(entry).await?)
 }

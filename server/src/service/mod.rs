@@ -2,8 +2,12 @@
 //! lockout, replay protection and audit happen in exactly one place.
 
 pub mod admin;
+pub mod admins;
+pub mod console;
+pub mod enroll;
 pub mod issue;
 pub mod limiter;
 pub mod register;
+pub mod throttle;
 pub mod token;
 pub mod verify;

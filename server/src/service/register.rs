@@ -7,6 +7,7 @@ use tessera_protocol::device::{device_id, registration_code};
 use tessera_protocol::envelope::Purpose;
 use tessera_protocol::wire::{ErrorKind, RegisterBody, Registered, Reply, SealedBody, TokenError, b64, unb64};
 
+use super::enroll;
 use super::token::{Answer, Unopened, check_fresh, internal, open, parse_body, refuse, verify_signature};
 use crate::db::audit::Entry;
 use crate::db::devices::NewDevice;
@@ -43,9 +44,6 @@ async fn registered(
     verify_signature(state, opened, &der).await?;
     let key_id = device_id(&der);
     check_fresh(state, &key_id, body.timestamp, &body.nonce).await?;
-    if body.enrollment_code.is_some() {
-        return Err(refuse(ErrorKind::BadRequest, "enrollment codes are not supported by this server yet"));
-    }
     pin::check_policy(&body.pin, domain.pin_min_length as u32).map_err(|m| refuse(ErrorKind::PinPolicy, m))?;
     let pin = body.pin.clone();
     let pin_hash = state
@@ -57,6 +55,16 @@ async fn registered(
     let now = crate::now();
     let mut server_nonce = [0u8; 32];
     rand::Rng::fill_bytes(&mut rand::rng(), &mut server_nonce);
+    if let Some(ec) = body.enrollment_code.as_deref() {
+        // Automated validation: the code is consumed and the device bound in one transaction.
+        let user = enroll::redeem(state, domain, (&key_id, &der, &pin_hash), ec, source).await?;
+        return Ok(Registered {
+            device_id: key_id,
+            server_nonce: b64(&server_nonce),
+            expires_in_secs: 0,
+            validated_username: Some(user),
+        });
+    }
     let code = registration_code(&domain.public_key, &key_id, &server_nonce);
     let expires_at = now + domain.registration_ttl_secs;
     let store = &state.store;

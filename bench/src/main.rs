@@ -1,0 +1,146 @@
+//! `tessera-bench`: the measurement tools of issue 6. `seed` fills a database with users
+//! that each hold one outstanding passcode; `load` keeps N RADIUS Access-Requests in flight
+//! against a server and reports throughput and latency. Benchmark-only: `seed` writes
+//! passcodes in clear to a file, which no real deployment may ever do.
+
+mod cpu;
+mod load;
+mod packet;
+mod seed;
+mod stats;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Benchmark tools for Tessera (never point them at a production database).
+#[derive(Debug, Parser)]
+#[command(name = "tessera-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create K users, each with one validated device and one outstanding passcode, through
+    /// the server's storage code; write `username passcode` lines to a file.
+    ///
+    /// BENCHMARK ONLY: the output file holds live passcodes in clear text.
+    Seed(SeedArgs),
+    /// Keep N Access-Requests in flight against a RADIUS server and report requests/s and
+    /// latency percentiles.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+struct SeedArgs {
+    /// Database URL (sqlite://FILE or postgres://…); the domain must already exist
+    #[arg(long, value_name = "URL")]
+    database: String,
+    /// Code of the domain the users belong to
+    #[arg(long, value_name = "CODE")]
+    domain: String,
+    /// Number of users to create
+    #[arg(long, value_name = "K")]
+    users: u64,
+    /// Where to write `username passcode` lines (live passcodes in clear: benchmark only)
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Users per transaction in batched mode
+    #[arg(long, default_value_t = 5000, value_name = "N")]
+    batch: u64,
+    /// Use the per-row Store functions (one durable commit each) instead of batching the
+    /// same SQL statements into transactions; slow, for cross-checking small seeds
+    #[arg(long)]
+    per_row: bool,
+    /// Prefix of the generated usernames
+    #[arg(long, default_value = "u", value_name = "PREFIX")]
+    prefix: String,
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// RADIUS server address
+    #[arg(long, value_name = "ADDR")]
+    server: SocketAddr,
+    /// RADIUS shared secret
+    #[arg(long, env = "TESSERA_BENCH_SECRET", hide_env_values = true)]
+    secret: String,
+    /// Requests kept in flight (one socket per 256)
+    #[arg(long, value_name = "N")]
+    inflight: usize,
+    /// Seconds to measure
+    #[arg(long, value_name = "SECS")]
+    duration: f64,
+    /// Seconds of load before the measuring window opens (not counted)
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    warmup: f64,
+    /// `username passcode` lines (from `seed`); each line is sent once
+    #[arg(long, value_name = "FILE", required_unless_present = "user")]
+    input: Option<PathBuf>,
+    /// With --input: skip this many lines (used by earlier runs)
+    #[arg(long, default_value_t = 0, requires = "input", value_name = "N")]
+    offset: usize,
+    /// With --input: send a wrong passcode for each user (cycling through the file)
+    #[arg(long, requires = "input")]
+    wrong: bool,
+    /// Send this user with --password on every request (e.g. against FreeRADIUS)
+    #[arg(long, conflicts_with = "input", requires = "password")]
+    user: Option<String>,
+    /// The fixed password for --user
+    #[arg(long, requires = "user")]
+    password: Option<String>,
+    /// Seconds after which an unanswered request counts as lost and its slot is reused
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    timeout: f64,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Seed(a) => {
+            let opts = seed::Options {
+                database: a.database,
+                domain: a.domain,
+                users: a.users,
+                out: a.out,
+                batch: a.batch.max(1),
+                per_row: a.per_row,
+                prefix: a.prefix,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(seed::run(opts))
+        }
+        Command::Load(a) => {
+            let source = match (a.input, a.user) {
+                (Some(file), _) => load::Source::from_file(&file, a.wrong, a.offset)?,
+                (None, Some(user)) => load::Source::Fixed { user, password: a.password.unwrap_or_default() },
+                (None, None) => anyhow::bail!("give --input FILE or --user and --password"),
+            };
+            let opts = load::Options {
+                server: a.server,
+                secret: a.secret.into_bytes(),
+                inflight: a.inflight.max(1),
+                warmup: std::time::Duration::from_secs_f64(a.warmup),
+                duration: std::time::Duration::from_secs_f64(a.duration),
+                timeout: std::time::Duration::from_secs_f64(a.timeout),
+            };
+            load::run(opts, source)
+        }
+    }
+}

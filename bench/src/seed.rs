@@ -1,0 +1,223 @@
+//! Seeding: K users, each with one validated device and one outstanding passcode, created
+//! the way registration, validation and issuance create them.
+//!
+//! `--per-row` calls the server's own functions (`Store::insert_pending_device`,
+//! `service::admin::validate`, `passcode::generate`, `PasscodeKey::hash`,
+//! `Store::insert_passcode`): one durable commit each, about 3 fsyncs per user, far too slow
+//! for a million users. The default batched mode runs the *same SQL statements* (copied
+//! from server/src/db/{devices,passcodes,audit}.rs) for `--batch` users per transaction; the
+//! passcode and its hash still come from the server's code. A final check reads sample
+//! users back through `Store::user_by_name` and `Store::recent_passcodes`, the verify path.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use sqlx::Any;
+use tessera_server::db::Store;
+use tessera_server::db::devices::NewDevice;
+use tessera_server::db::domains::DomainRow;
+use tessera_server::domain::passcode::{self, hashes_equal};
+use tessera_server::service::admin;
+use tessera_server::state::AppState;
+
+/// What to seed.
+pub struct Options {
+    pub database: String,
+    pub domain: String,
+    pub users: u64,
+    pub out: PathBuf,
+    pub batch: u64,
+    pub per_row: bool,
+    pub prefix: String,
+}
+
+/// Everything one user needs, computed before the database is touched.
+struct User {
+    name: String,
+    device_key_id: String,
+    registration_code: String,
+}
+
+/// The placeholder key every seeded device gets: the RADIUS path never reads it.
+const PUBLIC_KEY: &[u8] = b"tessera-bench: no token behind this device";
+const ACTOR: &str = "bench";
+
+pub async fn run(o: Options) -> anyhow::Result<()> {
+    let store = Store::open(&o.database).await?;
+    // The state's key, loaded the way `serve` loads it, so hashes match what RADIUS computes.
+    let state = AppState::new(store.clone()).await?;
+    let domain = admin::domain(&store, &o.domain).await?;
+    // One argon2id hash for every device: the PIN is never checked on the RADIUS path.
+    let pin_hash = tessera_server::domain::pin::hash("bench-pin-123456")?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&o.out)
+        .with_context(|| format!("cannot create {}", o.out.display()))?;
+    let started = Instant::now();
+    let mut done = 0u64;
+    while done < o.users {
+        let n = o.batch.min(o.users - done);
+        let users: Vec<User> = (done..done + n).map(|i| user(&o.prefix, i)).collect();
+        let lines = if o.per_row {
+            per_row(&state, &domain, &pin_hash, &users).await?
+        } else {
+            batched(&state, &domain, &pin_hash, &users).await?
+        };
+        out.write_all(lines.as_bytes())?;
+        done += n;
+        if done.is_multiple_of(100_000) || done == o.users {
+            eprintln!("seeded {done} users in {:.1} s", started.elapsed().as_secs_f64());
+        }
+    }
+    out.sync_all()?;
+    check(&state, &domain, &o).await?;
+    eprintln!(
+        "{} users with one outstanding passcode each in domain {} ({:.0} users/s); passcodes in {}",
+        o.users,
+        domain.code,
+        o.users as f64 / started.elapsed().as_secs_f64(),
+        o.out.display()
+    );
+    Ok(())
+}
+
+fn user(prefix: &str, i: u64) -> User {
+    User {
+        name: format!("{prefix}{i:07}"),
+        device_key_id: format!("bench-{prefix}{i}"),
+        // Unique among pending registrations of the domain; cleared on validation.
+        registration_code: format!("9{i:011}"),
+    }
+}
+
+/// The per-row path: exactly the calls registration, validation and issuance make.
+async fn per_row(state: &AppState, domain: &DomainRow, pin_hash: &str, users: &[User]) -> anyhow::Result<String> {
+    let store = &state.store;
+    let mut lines = String::new();
+    for u in users {
+        let now = tessera_server::now();
+        let new = NewDevice {
+            domain_id: domain.id,
+            device_key_id: &u.device_key_id,
+            public_key: PUBLIC_KEY,
+            pin_hash,
+            registration_code: &u.registration_code,
+            registration_expires_at: now + domain.registration_ttl_secs,
+        };
+        let device_id = store.insert_pending_device(new).await?;
+        admin::validate(store, ACTOR, &domain.code, &u.registration_code, &u.name).await?;
+        let user_id = store.user_by_name(domain.id, &u.name).await?.context("validated user vanished")?.id;
+        let code = passcode::generate(domain.passcode_length as u32);
+        let hash = state.passcode_key.hash(user_id, &code);
+        store.insert_passcode(user_id, device_id, &hash, now + domain.passcode_lifetime_secs, now).await?;
+        lines.push_str(&format!("{} {}\n", u.name, *code));
+    }
+    Ok(lines)
+}
+
+/// The batched path: the same statements as [`per_row`], in one transaction per batch.
+async fn batched(state: &AppState, domain: &DomainRow, pin_hash: &str, users: &[User]) -> anyhow::Result<String> {
+    let mut tx = state.store.pool().begin().await?;
+    let mut lines = String::new();
+    let now = tessera_server::now();
+    for u in users {
+        // Store::insert_pending_device
+        let device_id: i64 = sqlx::query_scalar::<Any, i64>(
+            "INSERT INTO devices (domain_id, device_key_id, public_key, pin_hash, registration_code, \
+             registration_expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(domain.id)
+        .bind(u.device_key_id.clone())
+        .bind(PUBLIC_KEY.to_vec())
+        .bind(pin_hash.to_owned())
+        .bind(u.registration_code.clone())
+        .bind(now + domain.registration_ttl_secs)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        // Store::validate_registration
+        sqlx::query::<Any>(
+            "INSERT INTO users (domain_id, username, disabled, created_at) VALUES ($1, $2, 0, $3) \
+             ON CONFLICT (domain_id, username) DO NOTHING",
+        )
+        .bind(domain.id)
+        .bind(u.name.clone())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let r = sqlx::query::<Any>(
+            "UPDATE devices SET user_id = (SELECT id FROM users WHERE domain_id = $1 AND username = $2), \
+                    registration_code = NULL, registration_expires_at = NULL, validated_at = $3 \
+             WHERE domain_id = $1 AND registration_code = $4 AND user_id IS NULL AND registration_expires_at >= $3",
+        )
+        .bind(domain.id)
+        .bind(u.name.clone())
+        .bind(now)
+        .bind(u.registration_code.clone())
+        .execute(&mut *tx)
+        .await?;
+        anyhow::ensure!(r.rows_affected() == 1, "validating {} failed", u.name);
+        // service::admin::validate's audit entry
+        sqlx::query::<Any>(
+            "INSERT INTO audit_log (at, actor, kind, domain_code, username, source, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(now)
+        .bind(ACTOR)
+        .bind("registration.validate")
+        .bind(Some(domain.code.clone()))
+        .bind(Some(u.name.clone()))
+        .bind(None::<String>)
+        .bind("registration validated")
+        .execute(&mut *tx)
+        .await?;
+        // Store::user_by_name (the user id the passcode hash is keyed with)
+        let user_id: i64 =
+            sqlx::query_scalar::<Any, i64>("SELECT id FROM users WHERE domain_id = $1 AND username = $2")
+                .bind(domain.id)
+                .bind(u.name.clone())
+                .fetch_one(&mut *tx)
+                .await?;
+        // service::issue: generate, hash, Store::insert_passcode
+        let code = passcode::generate(domain.passcode_length as u32);
+        let hash = state.passcode_key.hash(user_id, &code);
+        sqlx::query::<Any>("DELETE FROM passcodes WHERE device_id = $1 AND used = 0")
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query::<Any>(
+            "INSERT INTO passcodes (user_id, device_id, hash, expires_at, used, created_at) VALUES ($1, $2, $3, $4, 0, $5)",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(hash.to_vec())
+        .bind(now + domain.passcode_lifetime_secs)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        lines.push_str(&format!("{} {}\n", u.name, *code));
+    }
+    tx.commit().await?;
+    Ok(lines)
+}
+
+/// Reads the first and last seeded users back through the verify path's own queries.
+async fn check(state: &AppState, domain: &DomainRow, o: &Options) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&o.out)?;
+    let lines: Vec<&str> = text.lines().collect();
+    for line in [lines.first(), lines.last()].into_iter().flatten() {
+        let (name, code) = line.split_once(' ').context("malformed output line")?;
+        let user = state.store.user_by_name(domain.id, name).await?.context("seeded user missing")?;
+        let hash = state.passcode_key.hash(user.id, code);
+        let rows = state.store.recent_passcodes(user.id).await?;
+        let live = rows.iter().any(|r| r.used == 0 && hashes_equal(&r.hash, &hash) && r.device_disabled == 0);
+        anyhow::ensure!(live, "seeded passcode of {name} does not verify");
+    }
+    Ok(())
+}

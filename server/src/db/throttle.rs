@@ -1,0 +1,59 @@
+//! Guessing limits: a domain's policy and the wrong-passcode rows counted against it.
+//!
+//! One row per failure rather than a counter, so concurrent failures on several nodes never
+//! lose an update, and the count is simply the rows inside the window.
+
+use super::Store;
+
+impl Store {
+    /// A domain's `(max_passcode_failures, passcode_failure_window_secs)`.
+    pub async fn throttle_policy(&self, domain_id: i64) -> sqlx::Result<Option<(i64, i64)>> {
+        sqlx::query_as("SELECT max_passcode_failures, passcode_failure_window_secs FROM domains WHERE id = $1")
+            .bind(domain_id)
+            .fetch_optional(self.pool())
+            .await
+    }
+
+    /// Sets a domain's guessing limit.
+    pub async fn set_throttle_policy(&self, domain_id: i64, max_failures: i64, window_secs: i64) -> sqlx::Result<()> {
+        sqlx::query("UPDATE domains SET max_passcode_failures = $1, passcode_failure_window_secs = $2 WHERE id = $3")
+            .bind(max_failures)
+            .bind(window_secs)
+            .bind(domain_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Wrong passcodes of a user since `since` (Unix seconds).
+    pub async fn passcode_failures_since(&self, user_id: i64, since: i64) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM passcode_failures WHERE user_id = $1 AND at > $2")
+            .bind(user_id)
+            .bind(since)
+            .fetch_one(self.pool())
+            .await
+    }
+
+    /// Records one wrong passcode and forgets this user's failures older than `forget_before`,
+    /// so the table holds at most one window's worth per user.
+    pub async fn record_passcode_failure(&self, user_id: i64, now: i64, forget_before: i64) -> sqlx::Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM passcode_failures WHERE user_id = $1 AND at <= $2")
+            .bind(user_id)
+            .bind(forget_before)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO passcode_failures (user_id, at) VALUES ($1, $2)")
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Forgets a user's wrong passcodes (a right passcode, or an administrator's unlock).
+    pub async fn clear_passcode_failures(&self, user_id: i64) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM passcode_failures WHERE user_id = $1").bind(user_id).execute(self.pool()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,182 @@
+//! Resilience of the RADIUS path: a locked or slow database yields a timely Reject with a log
+//! line (never a hang), SIGTERM lets requests in flight finish, and `kill -9` under load
+//! loses no registration and never lets a consumed passcode through again.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{DOMAIN, Fixture, PIN, SECRET, TestServer, Token, engine_is_postgres, eventually};
+use crate::radius_client::{Answer, Client, Ma};
+
+/// Holds the database's write lock (SQLite: `BEGIN EXCLUSIVE`; PostgreSQL: an ACCESS
+/// EXCLUSIVE lock on `passcodes`) for `secs` seconds, from another process. Returns once the
+/// lock is held.
+fn lock_database(server: &TestServer, secs: f64) -> Child {
+    if engine_is_postgres() {
+        let sql = format!("BEGIN; LOCK TABLE passcodes IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({secs}); COMMIT;");
+        let child =
+            Command::new("psql").args([&server.database, "-qAt", "-c", &sql]).stdout(Stdio::null()).spawn().unwrap();
+        // psql's output is buffered until it exits: ask the server whether the lock is held.
+        let held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                    WHERE c.relname = 'passcodes' AND l.mode = 'AccessExclusiveLock' AND l.granted";
+        let locked = eventually(Duration::from_secs(5), || {
+            let out = Command::new("psql").args([&server.database, "-qAt", "-c", held]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim() == "1"
+        });
+        assert!(locked.is_some(), "the lock is held");
+        return child;
+    }
+    let path = server.database.trim_start_matches("sqlite://").to_owned();
+    let script = format!(
+        "import sqlite3, time\nc = sqlite3.connect({path:?}, isolation_level=None)\n\
+         c.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep({secs})\nc.execute('COMMIT')\n"
+    );
+    let mut child = Command::new("python3").args(["-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "locked", "the lock is held");
+    child
+}
+
+/// The pid of this test's own `tessera-server serve` process (found by its database URL).
+fn server_pid(server: &TestServer) -> u32 {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_ours = args.contains(&server.database.as_bytes())
+            && args.contains(&b"serve".as_slice())
+            && args.first().is_some_and(|a| a.ends_with(b"tessera-server"));
+        let running = std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|s| !s.contains(") Z "));
+        if is_ours && running {
+            return pid;
+        }
+    }
+    panic!("no running tessera-server for {}", server.database);
+}
+
+#[test]
+fn a_locked_database_gets_a_timely_reject_with_a_log_line_and_service_resumes() {
+    let f = Fixture::new(&[]);
+    let c = Client::new(f.server.radius, SECRET).with_timeout(Duration::from_secs(10));
+    let passcode = f.alice.passcode(PIN);
+    let mut lock = lock_database(&f.server, 7.0);
+    let start = Instant::now();
+    assert_eq!(c.auth("alice", &passcode, Ma::None), Answer::Reject, "refused, not hung");
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(5), "answered within the deadline, took {took:?}");
+    let log = f.server.log();
+    assert!(log.contains("database too slow") || log.contains("database unavailable"), "{log}");
+    lock.wait().unwrap();
+    let passcode = f.alice.passcode(PIN);
+    assert_eq!(c.auth("alice", &passcode, Ma::None), Answer::Accept, "serving again once the lock is gone");
+}
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish_before_the_server_stops() {
+    let f = Fixture::new(&[]);
+    let passcode = f.alice.passcode(PIN);
+    // The request stalls on the lock for about a second, so it is in flight at SIGTERM.
+    let mut lock = lock_database(&f.server, 1.2);
+    let radius = f.server.radius;
+    let request = std::thread::spawn(move || {
+        Client::new(radius, SECRET).with_timeout(Duration::from_secs(10)).auth("alice", &passcode, Ma::None)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = server_pid(&f.server);
+    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+    assert_eq!(request.join().unwrap(), Answer::Accept, "the request in flight was answered");
+    lock.wait().unwrap();
+    let stopped = eventually(Duration::from_secs(10), || f.server.log().contains("stopped"));
+    let log = f.server.log();
+    assert!(stopped.is_some() && log.contains("shutting down"), "{log}");
+    let shutdown_at = log.find("shutting down").unwrap();
+    assert!(log[shutdown_at..].contains("Access-Accept"), "answered after the shutdown began:\n{log}");
+}
+
+#[test]
+fn kill_9_under_load_loses_no_registration_and_no_consumed_passcode_comes_back() {
+    let Fixture { mut server, alice } = Fixture::new(&["--max-passcode-failures", "1000"]);
+    let newcomers: Vec<Token> = (0..8).map(|_| Token::new(&server)).collect();
+    let (radius, database, url) = (server.radius, server.database.clone(), server.token_url());
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // Load 1: tokens register; each code the server printed is validated by the CLI.
+    let registering = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut registered = Vec::new();
+            for (i, token) in newcomers.into_iter().enumerate() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let out = token.run(&["add-domain", DOMAIN, "--server", &url, "--pin-stdin"], &format!("{PIN}\n"));
+                if !out.status.success() {
+                    continue;
+                }
+                let rc = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+                let name = format!("user{i}");
+                let ok = Command::new(crate::helpers::bin("tessera-server"))
+                    .args(["--database", &database, "user", "validate", "--domain", DOMAIN])
+                    .args(["--registration-code", &rc, "--username", &name])
+                    .output()
+                    .unwrap()
+                    .status
+                    .success();
+                registered.push((token, rc, name, ok));
+            }
+            registered
+        })
+    };
+    // Load 2: alice's passcodes go through RADIUS as fast as she can get them.
+    let authenticating = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let c = Client::new(radius, SECRET).with_timeout(Duration::from_millis(1500));
+            let mut accepted = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let out = alice.passcode_output(PIN);
+                if !out.status.success() {
+                    continue;
+                }
+                let passcode = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+                if c.auth("alice", &passcode, Ma::None) == Answer::Accept {
+                    accepted.push(passcode);
+                }
+            }
+            (alice, accepted)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(2500));
+    server.kill();
+    stop.store(true, Ordering::Relaxed);
+    let registered = registering.join().unwrap();
+    let (alice, accepted) = authenticating.join().unwrap();
+    server.start_again();
+    eprintln!("before the kill: {} registrations, {} passcodes accepted", registered.len(), accepted.len());
+
+    assert!(!accepted.is_empty(), "the load got passcodes accepted before the kill");
+    let c = Client::new(server.radius, SECRET);
+    eventually(Duration::from_secs(5), || c.auth("nobody", "0", Ma::None) != Answer::Dropped).expect("live again");
+    for passcode in &accepted {
+        assert_eq!(c.auth("alice", passcode, Ma::None), Answer::Reject, "a consumed passcode stays consumed");
+    }
+    assert_eq!(server.log().matches("passcode already used").count(), accepted.len(), "rejected as used");
+    let listing = server.cli_ok(&["user", "list", "--domain", DOMAIN]);
+    for (token, rc, name, validated) in &registered {
+        if !validated {
+            // Registered before the kill, validated after it: the registration survived.
+            server.validate(rc, name);
+        }
+        assert!(*validated == listing.contains(&format!("{name}  enabled")), "{name} in:\n{listing}");
+        let passcode = token.passcode(PIN);
+        assert_eq!(c.auth(name, &passcode, Ma::None), Answer::Accept, "{name} works after the restart");
+    }
+    assert!(!registered.is_empty(), "registrations happened during the load");
+    let passcode = alice.passcode(PIN);
+    assert_eq!(c.auth("alice", &passcode, Ma::None), Answer::Accept);
+}

@@ -1,0 +1,131 @@
+//! Guessing limits: wrong passcodes are counted per user (in the database, so across nodes);
+//! at the domain's limit the user is rejected without checking, and a flood from one network
+//! client cannot starve another.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{DOMAIN, Fixture, PIN, SECRET, TestServer, eventually};
+use crate::radius_client::{Answer, Client, Ma, access_request};
+
+fn client(server: &TestServer) -> Client {
+    Client::new(server.radius, SECRET)
+}
+
+#[test]
+fn a_user_is_throttled_after_the_limit_and_even_the_right_passcode_is_rejected() {
+    let f = Fixture::new(&["--max-passcode-failures", "3"]);
+    let c = client(&f.server);
+    for guess in ["000000", "111111", "222222"] {
+        assert_eq!(c.auth("alice", guess, Ma::None), Answer::Reject);
+    }
+    let passcode = f.alice.passcode(PIN);
+    assert_eq!(c.auth("alice", &passcode, Ma::None), Answer::Reject, "throttled: not even checked");
+    let log = f.server.log();
+    assert!(log.contains("throttled: too many wrong passcodes"), "the log says so:\n{log}");
+    let listing = f.server.cli_ok(&["domain", "list"]);
+    assert!(listing.contains("max-passcode-failures=3 per 600s"), "{listing}");
+}
+
+#[test]
+fn a_right_passcode_before_the_limit_resets_the_count() {
+    let f = Fixture::new(&["--max-passcode-failures", "3"]);
+    let c = client(&f.server);
+    for _ in 0..2 {
+        assert_eq!(c.auth("alice", "000000", Ma::None), Answer::Reject);
+        assert_eq!(c.auth("alice", "999999", Ma::None), Answer::Reject);
+        let passcode = f.alice.passcode(PIN);
+        assert_eq!(c.auth("alice", &passcode, Ma::None), Answer::Accept, "count was reset by the last Accept");
+    }
+}
+
+#[test]
+fn throttling_lifts_when_the_failures_leave_the_window() {
+    let f = Fixture::new(&["--max-passcode-failures", "2", "--passcode-failure-window", "2"]);
+    let c = client(&f.server);
+    assert_eq!(c.auth("alice", "000000", Ma::None), Answer::Reject);
+    assert_eq!(c.auth("alice", "000001", Ma::None), Answer::Reject);
+    let passcode = f.alice.passcode(PIN);
+    assert_eq!(c.auth("alice", &passcode, Ma::None), Answer::Reject);
+    // Waiting out a time-based policy is what this test is about.
+    std::thread::sleep(Duration::from_millis(3100));
+    let passcode = f.alice.passcode(PIN);
+    assert_eq!(c.auth("alice", &passcode, Ma::None), Answer::Accept);
+}
+
+#[test]
+fn wrong_passcodes_count_across_nodes_sharing_the_database() {
+    let f = Fixture::new(&["--max-passcode-failures", "3"]);
+    let second = TestServer::start_on(&f.server.database);
+    let (a, b) = (client(&f.server), client(&second));
+    eventually(Duration::from_secs(5), || b.auth("nobody", "0", Ma::None) != Answer::Dropped).expect("node 2 live");
+    assert_eq!(a.auth("alice", "000000", Ma::None), Answer::Reject);
+    assert_eq!(b.auth("alice", "111111", Ma::None), Answer::Reject);
+    assert_eq!(a.auth("alice", "222222", Ma::None), Answer::Reject);
+    let passcode = f.alice.passcode(PIN);
+    assert_eq!(b.auth("alice", &passcode, Ma::None), Answer::Reject, "node 2 sees node 1's failures");
+    assert!(second.log().contains("throttled"), "{}", second.log());
+}
+
+#[test]
+fn the_domain_limit_is_validated() {
+    let server = TestServer::start();
+    let out = server.cli(&["domain", "add", "--name", "X", "--code", DOMAIN, "--max-passcode-failures", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong-passcode limit"));
+}
+
+#[test]
+fn a_flood_from_one_client_does_not_starve_another() {
+    let f = Fixture::new(&[]);
+    f.server.cli_ok(&[
+        "client",
+        "add",
+        "--name",
+        "second",
+        "--address",
+        "127.0.0.2",
+        "--secret",
+        SECRET,
+        "--domain",
+        DOMAIN,
+    ]);
+    let other_ip: IpAddr = "127.0.0.2".parse().unwrap();
+    let other = Client::bound(other_ip, f.server.radius, SECRET).with_timeout(Duration::from_secs(1));
+    eventually(Duration::from_secs(5), || other.auth("nobody", "0", Ma::None) != Answer::Dropped)
+        .expect("the second client is live");
+
+    // One client (127.0.0.1) sends as fast as it can for a few seconds.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let (stop, server) = (stop.clone(), f.server.radius);
+        std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let req = access_request(sent as u8, rand::random(), "mallory", "123456", SECRET, Ma::None);
+                let _ = socket.send_to(&req, server);
+                sent += 1;
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let passcode = f.alice.passcode(PIN);
+    // The other client retransmits the same request, as RADIUS clients do, until answered.
+    let request = access_request(7, rand::random(), "alice", &passcode, SECRET, Ma::None);
+    let start = Instant::now();
+    let mut answer = None;
+    while answer.is_none() && start.elapsed() < Duration::from_secs(10) {
+        answer = other.exchange(&request).map(|(a, _)| a);
+    }
+    let waited = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    assert_eq!(answer, Some(Answer::Accept), "answered during a flood of {sent} requests");
+    eprintln!("flood of {sent} requests; the other client was answered in {waited:?}");
+    let log = f.server.log();
+    assert!(log.contains("too many requests in flight"), "the flooding client hit its own bound");
+}
