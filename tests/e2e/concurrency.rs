@@ -1,30 +1,14 @@
 //! Single use under concurrency and retransmission (RFC 5080).
 
-use std::sync::{Arc, Barrier};
-
 use crate::helpers::{Fixture, PIN, SECRET};
-use crate::radius_client::{Answer, Client, Ma, access_request};
+use crate::radius_client::{Answer, Client, Ma, access_request, all_at_once, tally};
 
 #[test]
 fn fifty_concurrent_requests_with_one_passcode_get_exactly_one_accept() {
     let f = Fixture::new(&[]);
     let passcode = f.alice.passcode(PIN);
-    let barrier = Arc::new(Barrier::new(50));
-    let handles: Vec<_> = (0..50)
-        .map(|_| {
-            let (barrier, passcode, radius) = (barrier.clone(), passcode.clone(), f.server.radius);
-            std::thread::spawn(move || {
-                // One socket each: distinct source ports, so none is a retransmission.
-                let client = Client::new(radius, SECRET);
-                barrier.wait();
-                client.auth("alice", &passcode, Ma::Valid)
-            })
-        })
-        .collect();
-    let answers: Vec<Answer> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let accepts = answers.iter().filter(|a| **a == Answer::Accept).count();
-    let rejects = answers.iter().filter(|a| **a == Answer::Reject).count();
-    assert_eq!((accepts, rejects), (1, 49), "{answers:?}");
+    let answers = all_at_once(&[f.server.radius; 50], SECRET, "alice", &passcode);
+    assert_eq!(tally(&answers), (1, 49), "{answers:?}");
 }
 
 #[test]

@@ -1,14 +1,13 @@
 //! Several nodes on one database: single use across nodes, changes reaching every node,
 //! counters and replay protection shared, and a client failing over when a node dies.
 
-use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use tessera_protocol::envelope::Purpose;
 use tessera_protocol::wire::{ErrorKind, Reply};
 
 use crate::helpers::{DOMAIN, Fixture, PIN, RadclientAnswer, SECRET, TestServer, eventually, radclient};
-use crate::radius_client::{Answer, Client, Ma, access_request};
+use crate::radius_client::{Answer, Client, Ma, access_request, all_at_once, tally};
 use crate::raw_token::{RawToken, now};
 
 /// Node A from the fixture, node B on the same database, B answering the client.
@@ -34,22 +33,9 @@ fn one_passcode_sent_to_both_nodes_at_once_is_accepted_exactly_once() {
     let (f, b) = two_nodes(&[]);
     for round in 0..3 {
         let passcode = f.alice.passcode(PIN);
-        let barrier = Arc::new(Barrier::new(40));
-        let handles: Vec<_> = (0..40)
-            .map(|i| {
-                let node = if i % 2 == 0 { f.server.radius } else { b.radius };
-                let (barrier, passcode) = (barrier.clone(), passcode.clone());
-                std::thread::spawn(move || {
-                    let client = Client::new(node, SECRET);
-                    barrier.wait();
-                    client.auth("alice", &passcode, Ma::Valid)
-                })
-            })
-            .collect();
-        let answers: Vec<Answer> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        let accepts = answers.iter().filter(|a| **a == Answer::Accept).count();
-        let rejects = answers.iter().filter(|a| **a == Answer::Reject).count();
-        assert_eq!((accepts, rejects), (1, 39), "round {round}: {answers:?}");
+        let nodes: Vec<_> = (0..40).map(|i| if i % 2 == 0 { f.server.radius } else { b.radius }).collect();
+        let answers = all_at_once(&nodes, SECRET, "alice", &passcode);
+        assert_eq!(tally(&answers), (1, 39), "round {round}: {answers:?}");
     }
 }
 

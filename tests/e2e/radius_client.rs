@@ -154,6 +154,31 @@ impl Client {
     }
 }
 
+/// Sends `user`/`password` from `nodes.len()` threads at once, each with its own socket (so
+/// none is a retransmission), request `i` to `nodes[i]`; returns every answer.
+pub fn all_at_once(nodes: &[SocketAddr], secret: &str, user: &str, password: &str) -> Vec<Answer> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(nodes.len()));
+    let handles: Vec<_> = nodes
+        .iter()
+        .map(|&node| {
+            let (barrier, secret, user, password) =
+                (barrier.clone(), secret.to_owned(), user.to_owned(), password.to_owned());
+            std::thread::spawn(move || {
+                let client = Client::new(node, &secret);
+                barrier.wait();
+                client.auth(&user, &password, Ma::Valid)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// How many of `answers` are Accept and how many Reject.
+pub fn tally(answers: &[Answer]) -> (usize, usize) {
+    let count = |a: Answer| answers.iter().filter(|x| **x == a).count();
+    (count(Answer::Accept), count(Answer::Reject))
+}
+
 /// Checks the Response Authenticator and that Message-Authenticator comes first and is right.
 pub fn verify_response(resp: &[u8], request: &[u8], secret: &str) {
     let len = u16::from_be_bytes([resp[2], resp[3]]) as usize;

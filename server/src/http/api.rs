@@ -55,13 +55,9 @@ async fn register_handler(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Response {
-    let sealed = match parse(&body) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
-    match register::register(&state, &sealed, peer.ip()).await {
-        Ok(answer) => sealed_response(answer),
-        Err(e) => unopened(e),
+    match parse(&body) {
+        Ok(sealed) => answer(register::register(&state, &sealed, peer.ip()).await),
+        Err(refusal) => refusal,
     }
 }
 
@@ -70,19 +66,24 @@ async fn passcode_handler(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Response {
-    let sealed = match parse(&body) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
-    match issue::issue_passcode(&state, &sealed, peer.ip()).await {
-        Ok(answer) => sealed_response(answer),
-        Err(e) => unopened(e),
+    match parse(&body) {
+        Ok(sealed) => answer(issue::issue_passcode(&state, &sealed, peer.ip()).await),
+        Err(refusal) => refusal,
     }
 }
 
-fn parse(body: &[u8]) -> Result<SealedBody, Box<Response>> {
-    serde_json::from_slice(body)
-        .map_err(|e| Box::new(plain(StatusCode::BAD_REQUEST, format!("malformed request body: {e}"))))
+/// The body as a sealed request, or the clear refusal to send back.
+#[allow(clippy::result_large_err)] // the error is the response itself, returned at once
+fn parse(body: &[u8]) -> Result<SealedBody, Response> {
+    serde_json::from_slice(body).map_err(|e| plain(StatusCode::BAD_REQUEST, format!("malformed request body: {e}")))
+}
+
+/// A use-case's outcome as an HTTP response: sealed when the request could be opened.
+fn answer<T: Serialize>(outcome: Result<Answer<T>, Unopened>) -> Response {
+    match outcome {
+        Ok(answer) => sealed_response(answer),
+        Err(e) => unopened(e),
+    }
 }
 
 fn sealed_response<T: Serialize>(answer: Answer<T>) -> Response {
