@@ -30,6 +30,20 @@ fn a_user_is_throttled_after_the_limit_and_even_the_right_passcode_is_rejected()
 }
 
 #[test]
+fn unlocking_the_user_lifts_the_throttle() {
+    let f = Fixture::new(&["--max-passcode-failures", "2"]);
+    let c = client(&f.server);
+    for guess in ["000000", "111111"] {
+        assert_eq!(c.auth("alice", guess, Ma::None), Answer::Reject);
+    }
+    let passcode = f.alice.passcode(PIN);
+    assert_eq!(c.auth("alice", &passcode, Ma::None), Answer::Reject, "throttled");
+    f.server.cli_ok(&["user", "unlock", "alice", "--domain", DOMAIN]);
+    let passcode = f.alice.passcode(PIN);
+    assert_eq!(c.auth("alice", &passcode, Ma::None), Answer::Accept, "unlock lifted the throttle");
+}
+
+#[test]
 fn a_right_passcode_before_the_limit_resets_the_count() {
     let f = Fixture::new(&["--max-passcode-failures", "3"]);
     let c = client(&f.server);

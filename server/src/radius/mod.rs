@@ -1,9 +1,11 @@
 //! The RADIUS listener: our own UDP loop around the `radius` crate's codec, because its
 //! server lacks Message-Authenticator and RFC 5080 replay of cached answers (STACK.md).
 //!
-//! Per datagram: unknown source → silent drop; malformed → drop and log; bad or missing
-//! (when required) Message-Authenticator → drop and log; retransmission → cached answer;
-//! otherwise PAP User-Name/User-Password → `service::verify::verify_passcode` → answer.
+//! Per datagram: unknown source → silent drop; client over its in-flight share
+//! ([`MAX_IN_FLIGHT_PER_CLIENT`]) → drop, so one client's flood cannot starve others;
+//! malformed → drop and log; bad or missing (when required) Message-Authenticator → drop
+//! and log; retransmission → cached answer; otherwise PAP User-Name/User-Password →
+//! `service::verify::verify_with_retries` (bounded by a deadline) → answer.
 
 pub mod cache;
 pub mod clients;

@@ -159,7 +159,13 @@ pub async fn change_user(
         }
         UserChange::Unlock => {
             let n = store.unlock_user_devices(user.id).await?;
-            ("user.unlock", format!("user {username:?}: wrong-PIN count cleared on {n} device(s)"))
+            // Unlocking also lifts a passcode-guessing throttle: the administrator has
+            // decided the user may try again.
+            store.clear_passcode_failures(user.id).await?;
+            (
+                "user.unlock",
+                format!("user {username:?}: wrong-PIN count cleared on {n} device(s), passcode throttle lifted"),
+            )
         }
     };
     audit(store, actor, kind, Some(&domain.code), Some(username), message.clone()).await?;
