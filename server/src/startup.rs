@@ -110,6 +110,10 @@ async fn maintain(
             if let Err(e) = state.store.prune_sessions(idle_before).await {
                 tracing::warn!(error = format!("{e:#}"), "pruning console sessions failed");
             }
+            // Sign-in failures count for 15 minutes; a day of history is plenty for operators.
+            if let Err(e) = state.store.prune_login_failures(crate::now() - 24 * 3600).await {
+                tracing::warn!(error = format!("{e:#}"), "pruning sign-in failures failed");
+            }
             match state.store.prune(crate::now()).await {
                 Ok(n) if n > 0 => tracing::debug!(rows = n, "pruned expired rows"),
                 Ok(_) => {}

@@ -176,3 +176,19 @@ fn a_pam_client_listing_two_nodes_keeps_authenticating_when_one_is_killed() {
     assert!(pam.authenticate("alice", &passcode), "pam_radius_auth fails over to the second node");
     assert!(!pam.authenticate("alice", "000000"), "and a guess still fails");
 }
+
+#[test]
+fn console_sign_in_failures_count_across_nodes() {
+    use crate::console_support::{ADMIN, Console, PASSWORD, add_admin};
+    let a = TestServer::start();
+    let b = TestServer::start_on(&a.database);
+    add_admin(&a, ADMIN, PASSWORD);
+    let (mut via_a, mut via_b) = (Console::new(&a), Console::new(&b));
+    // Five wrong passwords spread over both nodes use up the name's allowance everywhere.
+    for attempt in 0..5 {
+        let c = if attempt % 2 == 0 { &mut via_a } else { &mut via_b };
+        assert_eq!(c.login(ADMIN, "not the right password").status, 401, "attempt {attempt}");
+    }
+    assert_eq!(via_b.login(ADMIN, PASSWORD).status, 429, "node B counts node A's failures");
+    assert_eq!(via_a.login(ADMIN, PASSWORD).status, 429);
+}

@@ -9,6 +9,7 @@ pub mod console;
 pub mod devices;
 pub mod domains;
 pub mod enrollment;
+pub mod login_failures;
 pub mod nonces;
 pub mod passcodes;
 pub mod throttle;

@@ -4,10 +4,7 @@
 //! reading the database does not let anyone sign in. Sessions end after 30 minutes idle or
 //! 12 hours in all, whichever comes first.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -52,51 +49,49 @@ pub enum LoginError {
     Internal(#[from] anyhow::Error),
 }
 
-/// Counts failed sign-ins per address and per name in a sliding window.
+/// Counts failed sign-ins per address and per name in a sliding window. The failures live in
+/// the database, so every node sharing it enforces the same limits.
 pub struct LoginThrottle {
-    window: Duration,
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
+    window_secs: i64,
 }
 
 /// Failures allowed per name in the window (an attacker guessing one admin's password).
-const PER_NAME: usize = 5;
+const PER_NAME: i64 = 5;
 /// Failures allowed per address (an attacker spraying many names).
-const PER_ADDRESS: usize = 10;
+const PER_ADDRESS: i64 = 10;
 
 impl Default for LoginThrottle {
     fn default() -> Self {
-        Self { window: Duration::from_secs(15 * 60), failures: Mutex::new(HashMap::new()) }
+        Self { window_secs: 15 * 60 }
     }
 }
 
 impl LoginThrottle {
-    fn keys(source: IpAddr, username: &str) -> [(String, usize); 2] {
-        [(format!("ip:{source}"), PER_ADDRESS), (format!("name:{}", username.to_lowercase()), PER_NAME)]
+    /// Minutes to wait when the name or the address is over its limit.
+    async fn blocked(&self, store: &Store, source: IpAddr, username: &str) -> anyhow::Result<Option<u64>> {
+        let now = crate::now();
+        let name = username.to_lowercase();
+        let ((by_name, name_oldest), (by_source, source_oldest)) =
+            store.login_failures_since(&name, &source.to_string(), now - self.window_secs).await?;
+        let oldest = if by_name >= PER_NAME {
+            name_oldest
+        } else if by_source >= PER_ADDRESS {
+            source_oldest
+        } else {
+            return Ok(None);
+        };
+        let left = (oldest.unwrap_or(now) + self.window_secs - now).max(0) as u64;
+        Ok(Some(left.div_ceil(60).max(1)))
     }
 
-    /// Minutes to wait when either key is over its limit.
-    fn blocked(&self, source: IpAddr, username: &str) -> Option<u64> {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let window = self.window;
-        map.retain(|_, times| {
-            times.retain(|t| t.elapsed() < window);
-            !times.is_empty()
-        });
-        Self::keys(source, username).iter().find_map(|(key, limit)| {
-            let times = map.get(key)?;
-            (times.len() >= *limit).then(|| (window.saturating_sub(times[0].elapsed()).as_secs() / 60).max(1))
-        })
-    }
-
-    fn record(&self, source: IpAddr, username: &str, failed: bool) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        for (key, _) in Self::keys(source, username) {
-            if failed {
-                map.entry(key).or_default().push(Instant::now());
-            } else if key.starts_with("name:") {
-                map.remove(&key);
-            }
+    async fn record(&self, store: &Store, source: IpAddr, username: &str, failed: bool) -> anyhow::Result<()> {
+        let name = username.to_lowercase();
+        if failed {
+            store.record_login_failure(&name, &source.to_string(), crate::now()).await?;
+        } else {
+            store.clear_login_failures(&name).await?;
         }
+        Ok(())
     }
 }
 
@@ -109,7 +104,7 @@ pub async fn login(
     password: String,
     source: IpAddr,
 ) -> std::result::Result<String, LoginError> {
-    if let Some(minutes) = throttle.blocked(source, username) {
+    if let Some(minutes) = throttle.blocked(&state.store, source, username).await? {
         tracing::warn!(%source, "console sign-in refused: too many failures");
         return Err(LoginError::Throttled(minutes));
     }
@@ -118,7 +113,7 @@ pub async fn login(
     let ok = state.blocking(move || password::verify(&password, stored.as_deref())).await?;
     let entry_source = Some(source.to_string());
     let Some(admin) = admin.filter(|_| ok) else {
-        throttle.record(source, username, true);
+        throttle.record(&state.store, source, username, true).await?;
         tracing::debug!(%source, "console sign-in failed");
         let detail = format!("failed sign-in as {username:?}");
         let entry = crate::db::audit::Entry {
@@ -131,7 +126,7 @@ pub async fn login(
         state.store.audit(entry).await.map_err(anyhow::Error::from)?;
         return Err(LoginError::Wrong);
     };
-    throttle.record(source, username, false);
+    throttle.record(&state.store, source, username, false).await?;
     let token = random_hex();
     let now = crate::now();
     state.store.insert_session(&token_hash(&token), admin.id, &random_hex(), now).await.map_err(anyhow::Error::from)?;
@@ -180,17 +175,22 @@ fn token_hash(token: &str) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn five_failures_for_a_name_block_it_and_a_success_clears_it() {
-        let t = LoginThrottle::default();
+    #[tokio::test]
+    async fn five_failures_for_a_name_block_it_on_every_node_and_a_success_clears_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        // Two throttles over one database stand for two nodes.
+        let (a, b) = (LoginThrottle::default(), LoginThrottle::default());
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        for _ in 0..5 {
-            assert!(t.blocked(ip, "root").is_none());
-            t.record(ip, "root", true);
+        for i in 0..5 {
+            assert!(a.blocked(&store, ip, "root").await.unwrap().is_none());
+            let node = if i % 2 == 0 { &a } else { &b };
+            node.record(&store, ip, "root", true).await.unwrap();
         }
-        assert!(t.blocked(ip, "ROOT").is_some(), "names are compared without case");
-        assert!(t.blocked("10.0.0.2".parse().unwrap(), "other").is_none());
-        t.record(ip, "root", false);
-        assert!(t.blocked(ip, "root").is_none());
+        assert!(a.blocked(&store, ip, "ROOT").await.unwrap().is_some(), "names are compared without case");
+        assert!(b.blocked(&store, ip, "root").await.unwrap().is_some(), "the other node agrees");
+        assert!(b.blocked(&store, "10.0.0.2".parse().unwrap(), "other").await.unwrap().is_none());
+        a.record(&store, ip, "root", false).await.unwrap();
+        assert!(b.blocked(&store, ip, "root").await.unwrap().is_none());
     }
 }
