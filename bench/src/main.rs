@@ -1,9 +1,13 @@
 //! `tessera-bench`: the measurement tools of issue 6. `seed` fills a database with users
 //! that each hold one outstanding passcode; `load` keeps N RADIUS Access-Requests in flight
-//! against a server and reports throughput and latency. Benchmark-only: `seed` writes
-//! passcodes in clear to a file, which no real deployment may ever do.
+//! against a server and reports throughput and latency; `issue` asks the token API for
+//! passcodes on C threads; `argon2` measures the bare argon2id verify rate that bounds
+//! issuance. Benchmark-only: `seed` writes passcodes in clear to a file, which no real
+//! deployment may ever do.
 
+mod argon;
 mod cpu;
+mod issue;
 mod load;
 mod packet;
 mod seed;
@@ -33,6 +37,50 @@ enum Command {
     /// Keep N Access-Requests in flight against a RADIUS server and report requests/s and
     /// latency percentiles.
     Load(LoadArgs),
+    /// Register D devices through the token API, validate them, then ask for passcodes on C
+    /// worker threads (one device each) and report passcodes/s and latency percentiles.
+    Issue(IssueArgs),
+    /// The bare argon2id verify rate with the server's parameters, on T threads.
+    Argon2(Argon2Args),
+}
+
+#[derive(Debug, Args)]
+struct IssueArgs {
+    /// Base URL of the token API (http://ADDR:PORT)
+    #[arg(long, value_name = "URL")]
+    token_url: String,
+    /// Database URL of the same server, to validate the registrations
+    #[arg(long, value_name = "URL")]
+    database: String,
+    /// Code of the domain
+    #[arg(long, value_name = "CODE")]
+    domain: String,
+    /// Devices to register (each ~0.3 s of RSA key generation); at least --concurrency
+    #[arg(long, default_value_t = 8, value_name = "D")]
+    devices: usize,
+    /// Worker threads, each with its own device and one request at a time
+    #[arg(long, default_value_t = 4, value_name = "C")]
+    concurrency: usize,
+    /// Seconds to measure
+    #[arg(long, value_name = "SECS")]
+    duration: f64,
+    /// Seconds of load before the measuring window opens (not counted)
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    warmup: f64,
+    /// Requests each worker seals and signs before the clock starts (used first; the rest
+    /// are sealed inline). Their timestamps must stay within the server's 120 s skew.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    preseal: usize,
+}
+
+#[derive(Debug, Args)]
+struct Argon2Args {
+    /// Threads verifying in parallel
+    #[arg(long, value_name = "T")]
+    threads: usize,
+    /// Seconds to measure
+    #[arg(long, value_name = "SECS")]
+    duration: f64,
 }
 
 #[derive(Debug, Args)]
@@ -142,5 +190,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             load::run(opts, source)
         }
+        Command::Issue(a) => issue::run(issue::Options {
+            token_url: a.token_url,
+            database: a.database,
+            domain: a.domain,
+            devices: a.devices,
+            concurrency: a.concurrency,
+            duration: std::time::Duration::from_secs_f64(a.duration),
+            warmup: std::time::Duration::from_secs_f64(a.warmup),
+            preseal: a.preseal,
+        }),
+        Command::Argon2(a) => argon::run(a.threads, std::time::Duration::from_secs_f64(a.duration)),
     }
 }

@@ -1,0 +1,309 @@
+//! Issuance through the real token API: D protocol-level devices register over HTTP (the
+//! way tests/e2e/raw_token.rs does), are validated through the server's library, then C
+//! blocking worker threads (one device each) ask for passcodes in a loop: seal and sign a
+//! fresh `PasscodeBody`, POST /v1/passcode, open the reply, require `Reply::Ok`. Every
+//! request thus pays the server's HPKE open, RSA signature check, nonce record, argon2id
+//! PIN check and passcode storage.
+//!
+//! Sealing and signing (HPKE + RSA-2048) cost the client CPU on the same machine. With
+//! `--preseal N` each worker seals N requests before the window opens and uses them first,
+//! so the window measures the server; their timestamps must stay within the server's
+//! clock-skew allowance (120 s), so keep the sealing phase and the window short.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tessera_protocol::DomainCode;
+use tessera_protocol::device::{DeviceKey, device_id, registration_code};
+use tessera_protocol::envelope::{Purpose, ResponseKey};
+use tessera_protocol::request::{open_reply, seal_signed};
+use tessera_protocol::wire::{
+    DomainInfo, Passcode, PasscodeBody, RegisterBody, Registered, Reply, SealedBody, SealedReply, b64, unb64,
+};
+use tessera_server::db::Store;
+use tessera_server::service::admin;
+
+use crate::stats::Latencies;
+
+/// The PIN every bench device registers with.
+const PIN: &str = "bench-pin-246810";
+const ACTOR: &str = "bench";
+
+/// How to run.
+pub struct Options {
+    pub token_url: String,
+    pub database: String,
+    pub domain: String,
+    pub devices: usize,
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub preseal: usize,
+}
+
+/// One registered, validated device.
+struct Device {
+    key: DeviceKey,
+    id: String,
+}
+
+/// What one worker saw inside the window.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    latencies: Latencies,
+    presealed_used: u64,
+}
+
+pub fn run(o: Options) -> anyhow::Result<()> {
+    anyhow::ensure!(o.concurrency >= 1, "--concurrency must be at least 1");
+    anyhow::ensure!(
+        o.devices >= o.concurrency,
+        "--devices ({}) must be at least --concurrency ({}): one device per worker",
+        o.devices,
+        o.concurrency
+    );
+    let domain = DomainCode::parse(&o.domain).map_err(|e| anyhow::anyhow!("bad domain code {}: {e:?}", o.domain))?;
+    let base = o.token_url.trim_end_matches('/').to_owned();
+    let agent = agent();
+    let info: DomainInfo = serde_json::from_str(
+        &agent
+            .get(format!("{base}/v1/domains/{}", o.domain))
+            .call()
+            .context("GET /v1/domains")?
+            .into_body()
+            .read_to_string()?,
+    )
+    .context("domain info")?;
+    let server_public = unb64(&info.public_key).map_err(|_| anyhow::anyhow!("domain public key is not base64"))?;
+
+    let started = Instant::now();
+    let keys = generate_keys(o.devices);
+    eprintln!("generated {} device keys in {:.1} s", keys.len(), started.elapsed().as_secs_f64());
+
+    // Register over HTTP, then validate through the library as an administrator would.
+    let run_id: u32 = rand::random();
+    let mut pending = Vec::with_capacity(keys.len());
+    for key in keys {
+        let rc = register(&agent, &base, domain, &server_public, &key)?;
+        pending.push((key, rc));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let store = Store::open(&o.database).await?;
+        for (i, (_, rc)) in pending.iter().enumerate() {
+            let username = format!("issue-{run_id:08x}-{i}");
+            admin::validate(&store, ACTOR, &o.domain, rc, &username)
+                .await
+                .with_context(|| format!("validating {username}"))?;
+        }
+        anyhow::Ok(())
+    })?;
+    drop(rt);
+    let devices: Vec<Device> = pending
+        .into_iter()
+        .map(|(key, _)| {
+            let id = device_id(&key.public_key_der());
+            Device { key, id }
+        })
+        .collect();
+    eprintln!("registered and validated {} devices in {:.1} s", devices.len(), started.elapsed().as_secs_f64());
+
+    // Pre-sealed requests, made before the clock starts.
+    let presealed: Vec<Vec<(SealedBody, ResponseKey)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = devices
+            .iter()
+            .take(o.concurrency)
+            .map(|d| s.spawn(|| (0..o.preseal).map(|_| seal_passcode(domain, &server_public, d)).collect()))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("sealing thread panicked")).collect::<anyhow::Result<_>>()
+    })?;
+    if o.preseal > 0 {
+        eprintln!("pre-sealed {} requests per worker", o.preseal);
+    }
+
+    // Scripts wait for this line before loading the server alongside.
+    eprintln!("{} workers: window opens", o.concurrency);
+    let cpu0 = crate::cpu::process_time();
+    let t0 = Instant::now();
+    let (window_start, window_end) = (t0 + o.warmup, t0 + o.warmup + o.duration);
+    let tallies: Vec<Tally> = std::thread::scope(|s| {
+        let handles: Vec<_> = devices
+            .iter()
+            .zip(presealed)
+            .map(|(d, pre)| {
+                let (base, server_public) = (&base, &server_public);
+                s.spawn(move || worker(base, domain, server_public, d, pre, window_start, window_end))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("worker panicked")).collect()
+    });
+    let wall = t0.elapsed();
+    let cpu = crate::cpu::process_time().saturating_sub(cpu0);
+
+    let mut t = Tally::default();
+    for w in tallies {
+        t.ok += w.ok;
+        t.errors += w.errors;
+        t.presealed_used += w.presealed_used;
+        t.first_error = t.first_error.or(w.first_error);
+        t.latencies.merge(w.latencies);
+    }
+    t.latencies.finish();
+    let secs = o.duration.as_secs_f64().max(1e-9);
+    let rate = t.ok as f64 / secs;
+    let (p50, p99) = (t.latencies.percentile(50.0), t.latencies.percentile(99.0));
+    let cpu_pct = 100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9);
+    eprintln!(
+        "{} workers on {} devices: {rate:.1} passcodes/s over {secs:.2} s; ok {}, errors {}",
+        o.concurrency, o.devices, t.ok, t.errors
+    );
+    eprintln!("  latency p50 {p50} µs, p99 {p99} µs ({} samples)", t.latencies.len());
+    eprintln!(
+        "  client CPU {:.2} s in {:.2} s wall ({cpu_pct:.0}% of one core); {} of the requests were pre-sealed",
+        cpu.as_secs_f64(),
+        wall.as_secs_f64(),
+        t.presealed_used
+    );
+    if let Some(e) = &t.first_error {
+        eprintln!("  first error: {e}");
+    }
+    println!(
+        "pps={rate:.1} p50_us={p50} p99_us={p99} ok={} errors={} secs={secs:.3} workers={} devices={} \
+         cpu_secs={:.2} cpu_pct={cpu_pct:.1} presealed={}",
+        t.ok,
+        t.errors,
+        o.concurrency,
+        o.devices,
+        cpu.as_secs_f64(),
+        t.presealed_used
+    );
+    Ok(())
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn nonce() -> String {
+    b64(&rand::random::<[u8; 16]>())
+}
+
+/// RSA key generation dominates setup (~0.3 s a key): spread it over the cores.
+fn generate_keys(n: usize) -> Vec<DeviceKey> {
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(n.max(1));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let count = n / threads + usize::from(t < n % threads);
+                s.spawn(move || (0..count).map(|_| DeviceKey::generate()).collect::<Vec<_>>())
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("key generation panicked")).collect()
+    })
+}
+
+fn post(agent: &ureq::Agent, url: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    let r = agent.post(url).header("content-type", "application/json").send(body)?;
+    let status = r.status().as_u16();
+    Ok((status, r.into_body().read_to_string()?))
+}
+
+/// Registers one device; returns its registration code. Waits out the registration rate
+/// limit (per source address) when many devices are asked for.
+fn register(
+    agent: &ureq::Agent,
+    base: &str,
+    domain: DomainCode,
+    server_public: &[u8],
+    key: &DeviceKey,
+) -> anyhow::Result<String> {
+    loop {
+        let body = RegisterBody {
+            device_public_key: b64(&key.public_key_der()),
+            pin: PIN.into(),
+            timestamp: now(),
+            nonce: nonce(),
+            enrollment_code: None,
+        };
+        let (sealed, rkey) = seal_signed(Purpose::Register, domain, server_public, &serde_json::to_string(&body)?, key)
+            .map_err(|_| anyhow::anyhow!("sealing a registration failed"))?;
+        let (status, text) = post(agent, &format!("{base}/v1/register"), &serde_json::to_string(&sealed)?)?;
+        if status == 429 {
+            std::thread::sleep(Duration::from_secs(3));
+            continue;
+        }
+        anyhow::ensure!(status == 200, "registration refused: HTTP {status}: {text}");
+        let reply: SealedReply = serde_json::from_str(&text).context("registration reply")?;
+        match open_reply::<Registered>(&rkey, &reply).map_err(|_| anyhow::anyhow!("cannot open registration reply"))? {
+            Reply::Ok(r) => {
+                let nonce = unb64(&r.server_nonce).map_err(|_| anyhow::anyhow!("bad server nonce"))?;
+                return Ok(registration_code(server_public, &r.device_id, &nonce));
+            }
+            Reply::Error(e) => anyhow::bail!("registration refused: {e:?}"),
+        }
+    }
+}
+
+/// A passcode request with a fresh nonce and the current time, sealed and signed.
+fn seal_passcode(domain: DomainCode, server_public: &[u8], d: &Device) -> anyhow::Result<(SealedBody, ResponseKey)> {
+    let body = PasscodeBody { device_id: d.id.clone(), pin: PIN.into(), timestamp: now(), nonce: nonce() };
+    seal_signed(Purpose::Passcode, domain, server_public, &serde_json::to_string(&body)?, &d.key)
+        .map_err(|_| anyhow::anyhow!("sealing a passcode request failed"))
+}
+
+/// One device, one request at a time, until the window closes.
+fn worker(
+    base: &str,
+    domain: DomainCode,
+    server_public: &[u8],
+    d: &Device,
+    presealed: Vec<(SealedBody, ResponseKey)>,
+    window_start: Instant,
+    window_end: Instant,
+) -> Tally {
+    let agent = agent();
+    let url = format!("{base}/v1/passcode");
+    let mut tally = Tally::default();
+    let mut presealed = presealed.into_iter();
+    while Instant::now() < window_end {
+        let (req, from_store) = match presealed.next() {
+            Some(r) => (Ok(r), true),
+            None => (seal_passcode(domain, server_public, d), false),
+        };
+        let sent = Instant::now();
+        let outcome = req.and_then(|(sealed, key)| {
+            let (status, text) = post(&agent, &url, &serde_json::to_string(&sealed)?)?;
+            let reply: SealedReply =
+                serde_json::from_str(&text).map_err(|_| anyhow::anyhow!("HTTP {status}, not sealed: {text}"))?;
+            match open_reply::<Passcode>(&key, &reply).map_err(|_| anyhow::anyhow!("cannot open the reply"))? {
+                Reply::Ok(p) if !p.passcode.is_empty() => Ok(()),
+                Reply::Ok(_) => anyhow::bail!("empty passcode"),
+                Reply::Error(e) => anyhow::bail!("HTTP {status}: {e:?}"),
+            }
+        });
+        let done = Instant::now();
+        if sent < window_start || done > window_end {
+            continue;
+        }
+        tally.presealed_used += u64::from(from_store);
+        match outcome {
+            Ok(()) => {
+                tally.ok += 1;
+                let micros = done.duration_since(sent).as_micros();
+                tally.latencies.record(u32::try_from(micros).unwrap_or(u32::MAX));
+            }
+            Err(e) => {
+                tally.errors += 1;
+                tally.first_error.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+    tally
+}
