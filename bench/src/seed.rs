@@ -17,8 +17,10 @@ use std::time::Instant;
 use anyhow::Context as _;
 use sqlx::Any;
 use tessera_server::db::Store;
+use tessera_server::db::audit::Entry;
 use tessera_server::db::devices::NewDevice;
 use tessera_server::db::domains::DomainRow;
+use tessera_server::db::passcodes::NewPasscode;
 use tessera_server::domain::passcode::{self, hashes_equal};
 use tessera_server::service::admin;
 use tessera_server::state::AppState;
@@ -115,7 +117,11 @@ async fn per_row(state: &AppState, domain: &DomainRow, pin_hash: &str, users: &[
         let user_id = store.user_by_name(domain.id, &u.name).await?.context("validated user vanished")?.id;
         let code = passcode::generate(domain.passcode_length as u32);
         let hash = state.passcode_key.hash(user_id, &code);
-        store.insert_passcode(user_id, device_id, &hash, now + domain.passcode_lifetime_secs, now).await?;
+        let new = NewPasscode { user_id, device_id, hash: &hash, expires_at: now + domain.passcode_lifetime_secs, now };
+        let detail = format!("passcode issued, valid {} s", domain.passcode_lifetime_secs);
+        let audit =
+            Entry { actor: "token", kind: "token.passcode", username: Some(&u.name), detail, ..Entry::default() };
+        store.insert_passcode(new, audit).await?;
         lines.push_str(&format!("{} {}\n", u.name, *code));
     }
     Ok(lines)

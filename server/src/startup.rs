@@ -32,6 +32,7 @@ impl Application {
         let radius = UdpSocket::bind(config.radius_listen)
             .await
             .with_context(|| format!("cannot listen for RADIUS on {}/udp", config.radius_listen))?;
+        enlarge_receive_buffer(&radius);
         let token = TcpListener::bind(config.token_listen)
             .await
             .with_context(|| format!("cannot listen for the token API on {}", config.token_listen))?;
@@ -82,6 +83,26 @@ impl Application {
         Ok(())
     }
 }
+
+/// Asks for a RADIUS receive buffer of [`RADIUS_RECEIVE_BUFFER`]: with Linux's default
+/// (about 208 KiB) a burst of a few hundred requests overflows it and datagrams are dropped
+/// before the server sees them. The kernel caps the request at `net.core.rmem_max`.
+fn enlarge_receive_buffer(socket: &UdpSocket) {
+    let socket = socket2::SockRef::from(socket);
+    if let Err(e) = socket.set_recv_buffer_size(RADIUS_RECEIVE_BUFFER) {
+        tracing::warn!(error = %e, "cannot enlarge the RADIUS receive buffer");
+    }
+    match socket.recv_buffer_size() {
+        Ok(n) if n < RADIUS_RECEIVE_BUFFER => tracing::info!(
+            bytes = n,
+            "RADIUS receive buffer capped by net.core.rmem_max; raise it for bursts of thousands of requests"
+        ),
+        _ => {}
+    }
+}
+
+/// Receive buffer asked for on the RADIUS socket.
+const RADIUS_RECEIVE_BUFFER: usize = 4 << 20;
 
 /// Background upkeep: reload network clients, expire cached answers, prune old rows.
 async fn maintain(

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::db::Store;
+use crate::db::engine::{Engine, TxLedger};
 use crate::domain::passcode::PasscodeKey;
 use crate::service::limiter::RateLimiter;
+use crate::service::verify::{Decision, Request, decide_in_transaction};
 
 /// Name of the server secret that keys passcode hashes.
 pub const PASSCODE_SECRET: &str = "passcode-hmac-v1";
@@ -20,15 +22,29 @@ pub struct AppState {
     pub crypto_permits: Arc<Semaphore>,
     /// Registrations per source address (each costs an argon2 hash).
     pub registration_limiter: Arc<RateLimiter>,
+    /// On a SQLite file, the engine that decides RADIUS requests with group commit; none on
+    /// PostgreSQL, where each check goes through the pool.
+    pub engine: Option<Engine<Request, Decision>>,
 }
 
 impl AppState {
     pub async fn new(store: Store) -> anyhow::Result<Self> {
         let secret = store.secret(PASSCODE_SECRET).await?;
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let passcode_key = PasscodeKey::new(secret);
+        let engine = match store.sqlite_file() {
+            Some(path) => {
+                let key = passcode_key.clone();
+                let decide =
+                    move |ledger: &mut TxLedger<'_>, request: &Request| decide_in_transaction(ledger, &key, request);
+                Some(Engine::start(path, decide)?)
+            }
+            None => None,
+        };
         Ok(Self {
             store,
-            passcode_key: PasscodeKey::new(secret),
+            engine,
+            passcode_key,
             crypto_permits: Arc::new(Semaphore::new(workers * 2)),
             registration_limiter: Arc::new(RateLimiter::new(20, std::time::Duration::from_secs(3))),
         })

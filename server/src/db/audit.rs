@@ -3,6 +3,7 @@
 use sqlx::FromRow;
 
 use super::Store;
+use super::verify::{AUDIT_INSERT, audit_values};
 
 /// One audit entry to write.
 #[derive(Debug, Default)]
@@ -34,20 +35,7 @@ pub struct Row {
 impl Store {
     /// Appends an entry; text fields are truncated so a peer cannot bloat the log.
     pub async fn audit(&self, e: Entry<'_>) -> sqlx::Result<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, kind, domain_code, username, source, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(crate::now())
-        .bind(clip(e.actor))
-        .bind(clip(e.kind))
-        .bind(e.domain_code.map(clip))
-        .bind(e.username.map(clip))
-        .bind(e.source.as_deref().map(clip))
-        .bind(clip(&e.detail))
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        write(self.pool(), &e).await
     }
 
     /// The newest `limit` entries, newest first.
@@ -59,6 +47,26 @@ impl Store {
     }
 }
 
-fn clip(s: &str) -> String {
+/// Appends an entry through `executor` (the pool, or a transaction it belongs to).
+pub(crate) async fn write<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    e: &Entry<'_>,
+) -> sqlx::Result<()> {
+    let (at, actor, kind, domain_code, username, source, detail) = audit_values(e, crate::now());
+    sqlx::query(AUDIT_INSERT)
+        .bind(at)
+        .bind(actor)
+        .bind(kind)
+        .bind(domain_code)
+        .bind(username)
+        .bind(source)
+        .bind(detail)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// At most 200 characters of `s`.
+pub fn clip(s: &str) -> String {
     s.chars().take(200).collect()
 }

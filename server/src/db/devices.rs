@@ -122,10 +122,4 @@ impl Store {
         .fetch_optional(self.pool())
         .await
     }
-
-    /// A right PIN clears the count.
-    pub async fn reset_pin_failures(&self, device_id: i64) -> sqlx::Result<()> {
-        sqlx::query("UPDATE devices SET wrong_pins = 0 WHERE id = $1").bind(device_id).execute(self.pool()).await?;
-        Ok(())
-    }
 }

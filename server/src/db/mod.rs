@@ -8,13 +8,16 @@ pub mod clients;
 pub mod console;
 pub mod devices;
 pub mod domains;
+pub mod engine;
 pub mod enrollment;
 pub mod login_failures;
 pub mod nonces;
 pub mod passcodes;
 pub mod throttle;
 pub mod users;
+pub mod verify;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -33,6 +36,8 @@ pub enum Engine {
 pub struct Store {
     pool: AnyPool,
     engine: Engine,
+    /// The database file, for SQLite on a file (the verification engine opens it too).
+    sqlite_file: Option<PathBuf>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -82,7 +87,8 @@ impl Store {
             Engine::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await.context("applying database migrations failed")?;
-        Ok(Self { pool, engine })
+        let sqlite_file = (engine == Engine::Sqlite).then(|| sqlite_file(&url)).flatten();
+        Ok(Self { pool, engine, sqlite_file })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -91,6 +97,11 @@ impl Store {
 
     pub fn engine(&self) -> Engine {
         self.engine
+    }
+
+    /// The SQLite database file, when the store is one (not in memory, not PostgreSQL).
+    pub fn sqlite_file(&self) -> Option<&Path> {
+        self.sqlite_file.as_deref()
     }
 
     /// A named server secret, created (32 random bytes) by whichever node asks first.
@@ -126,6 +137,9 @@ impl Store {
 pub fn is_unavailable(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(
+            c.downcast_ref::<engine::EngineError>(),
+            Some(engine::EngineError::Busy | engine::EngineError::Overloaded | engine::EngineError::Stopped)
+        ) || matches!(
             c.downcast_ref::<sqlx::Error>(),
             Some(
                 sqlx::Error::Io(_)
@@ -137,6 +151,11 @@ pub fn is_unavailable(e: &anyhow::Error) -> bool {
             )
         )
     })
+}
+
+/// True when an error means the database answered too late for the request's deadline.
+pub fn is_too_slow(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| matches!(c.downcast_ref::<engine::EngineError>(), Some(engine::EngineError::Expired)))
 }
 
 /// Picks the engine from the scheme and makes SQLite create a missing file.
@@ -155,6 +174,13 @@ fn normalise_url(url: &str) -> anyhow::Result<(Engine, String)> {
         return Ok((Engine::Sqlite, url));
     }
     anyhow::bail!("unsupported database URL {}: use sqlite://FILE or postgres://…", redact_url(url))
+}
+
+/// The file of a `sqlite:` URL; none for an in-memory database.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:" && !rest.contains("mode=memory")).then(|| PathBuf::from(path))
 }
 
 /// A database URL with its password replaced, for logs and messages.
@@ -185,5 +211,14 @@ mod tests {
         assert_eq!(normalise_url("sqlite://t.db?mode=ro").unwrap().1, "sqlite://t.db?mode=ro");
         assert_eq!(normalise_url("postgres://x/y").unwrap().0, Engine::Postgres);
         assert!(normalise_url("mysql://x").is_err());
+    }
+
+    #[test]
+    fn the_file_of_a_sqlite_url_is_found() {
+        assert_eq!(sqlite_file("sqlite://t.db?mode=rwc"), Some(PathBuf::from("t.db")));
+        assert_eq!(sqlite_file("sqlite:///var/lib/t.db"), Some(PathBuf::from("/var/lib/t.db")));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("sqlite://x?mode=memory"), None);
+        assert_eq!(sqlite_file("postgres://x/y"), None);
     }
 }

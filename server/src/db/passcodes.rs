@@ -3,6 +3,7 @@
 use sqlx::FromRow;
 
 use super::Store;
+use super::audit::Entry;
 
 /// A stored passcode hash with its state.
 #[derive(Clone, Debug, FromRow)]
@@ -14,54 +15,50 @@ pub struct PasscodeRow {
     pub device_disabled: i64,
 }
 
+/// A passcode to store: its keyed hash, whose it is, until when.
+pub struct NewPasscode<'a> {
+    pub user_id: i64,
+    pub device_id: i64,
+    pub hash: &'a [u8],
+    pub expires_at: i64,
+    pub now: i64,
+}
+
 impl Store {
-    /// Stores a new passcode for a device, replacing its unused ones: a token holds one live
-    /// passcode at a time.
-    pub async fn insert_passcode(
-        &self,
-        user_id: i64,
-        device_id: i64,
-        hash: &[u8],
-        expires_at: i64,
-        now: i64,
-    ) -> sqlx::Result<()> {
+    /// Stores a passcode issued after a right PIN, in one transaction (one commit instead
+    /// of three): the device's wrong-PIN count reset, its unused passcodes replaced (a token
+    /// holds one live passcode at a time), the audit entry written.
+    pub async fn insert_passcode(&self, p: NewPasscode<'_>, audit: Entry<'_>) -> sqlx::Result<()> {
         let mut tx = self.pool().begin().await?;
+        sqlx::query("UPDATE devices SET wrong_pins = 0 WHERE id = $1 AND wrong_pins <> 0")
+            .bind(p.device_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM passcodes WHERE device_id = $1 AND used = 0")
-            .bind(device_id)
+            .bind(p.device_id)
             .execute(&mut *tx)
             .await?;
         sqlx::query("INSERT INTO passcodes (user_id, device_id, hash, expires_at, used, created_at) VALUES ($1, $2, $3, $4, 0, $5)")
-            .bind(user_id)
-            .bind(device_id)
-            .bind(hash.to_vec())
-            .bind(expires_at)
-            .bind(now)
+            .bind(p.user_id)
+            .bind(p.device_id)
+            .bind(p.hash.to_vec())
+            .bind(p.expires_at)
+            .bind(p.now)
             .execute(&mut *tx)
             .await?;
+        super::audit::write(&mut *tx, &audit).await?;
         tx.commit().await
     }
 
     /// A user's most recent passcodes (live, used and recently expired), newest first.
     pub async fn recent_passcodes(&self, user_id: i64) -> sqlx::Result<Vec<PasscodeRow>> {
-        sqlx::query_as(
-            "SELECT p.id, p.hash, p.expires_at, p.used, d.disabled AS device_disabled \
-             FROM passcodes p JOIN devices d ON d.id = p.device_id \
-             WHERE p.user_id = $1 ORDER BY p.id DESC LIMIT 32",
-        )
-        .bind(user_id)
-        .fetch_all(self.pool())
-        .await
+        sqlx::query_as(super::verify::RECENT_PASSCODES).bind(user_id).fetch_all(self.pool()).await
     }
 
-    /// Consumes a passcode if it is still unused and unexpired. The single conditional UPDATE
-    /// is the atomic step: of any number of concurrent callers, on one node or many, exactly
-    /// one sees `true`.
+    /// Consumes a passcode if it is still unused and unexpired: true for exactly one of any
+    /// number of concurrent callers ([`super::verify::CONSUME_PASSCODE`]).
     pub async fn consume_passcode(&self, passcode_id: i64, now: i64) -> sqlx::Result<bool> {
-        let r = sqlx::query("UPDATE passcodes SET used = 1 WHERE id = $1 AND used = 0 AND expires_at > $2")
-            .bind(passcode_id)
-            .bind(now)
-            .execute(self.pool())
-            .await?;
+        let r = sqlx::query(super::verify::CONSUME_PASSCODE).bind(passcode_id).bind(now).execute(self.pool()).await?;
         Ok(r.rows_affected() == 1)
     }
 }
@@ -98,11 +95,16 @@ mod tests {
         (store, dir, user.id, device_id)
     }
 
+    async fn issue(store: &Store, user_id: i64, device_id: i64, hash: &[u8], expires_at: i64, now: i64) {
+        let p = NewPasscode { user_id, device_id, hash, expires_at, now };
+        store.insert_passcode(p, Entry { actor: "test", kind: "token.passcode", ..Entry::default() }).await.unwrap();
+    }
+
     #[tokio::test]
     async fn a_passcode_is_consumed_exactly_once() {
         let (store, _dir, user, device) = store_with_device().await;
         let now = crate::now();
-        store.insert_passcode(user, device, &[1; 32], now + 60, now).await.unwrap();
+        issue(&store, user, device, &[1; 32], now + 60, now).await;
         let rows = store.recent_passcodes(user).await.unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].hash, vec![1; 32]);
@@ -115,7 +117,7 @@ mod tests {
     async fn an_expired_passcode_cannot_be_consumed() {
         let (store, _dir, user, device) = store_with_device().await;
         let now = crate::now();
-        store.insert_passcode(user, device, &[2; 32], now - 1, now - 61).await.unwrap();
+        issue(&store, user, device, &[2; 32], now - 1, now - 61).await;
         let id = store.recent_passcodes(user).await.unwrap()[0].id;
         assert!(!store.consume_passcode(id, now).await.unwrap());
     }
@@ -124,8 +126,8 @@ mod tests {
     async fn a_new_passcode_replaces_the_devices_unused_one() {
         let (store, _dir, user, device) = store_with_device().await;
         let now = crate::now();
-        store.insert_passcode(user, device, &[3; 32], now + 60, now).await.unwrap();
-        store.insert_passcode(user, device, &[4; 32], now + 60, now).await.unwrap();
+        issue(&store, user, device, &[3; 32], now + 60, now).await;
+        issue(&store, user, device, &[4; 32], now + 60, now).await;
         let rows = store.recent_passcodes(user).await.unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].hash, vec![4; 32]);
@@ -135,7 +137,7 @@ mod tests {
     async fn concurrent_consumers_get_one_success() {
         let (store, _dir, user, device) = store_with_device().await;
         let now = crate::now();
-        store.insert_passcode(user, device, &[5; 32], now + 60, now).await.unwrap();
+        issue(&store, user, device, &[5; 32], now + 60, now).await;
         let id = store.recent_passcodes(user).await.unwrap()[0].id;
         let tasks: Vec<_> = (0..20)
             .map(|_| {

@@ -4,6 +4,7 @@
 //! lose an update, and the count is simply the rows inside the window.
 
 use super::Store;
+use super::verify::{CLEAR_FAILURES, FORGET_OLD_FAILURES, RECORD_FAILURE};
 
 impl Store {
     /// A domain's `(max_passcode_failures, passcode_failure_window_secs)`.
@@ -38,22 +39,14 @@ impl Store {
     /// so the table holds at most one window's worth per user.
     pub async fn record_passcode_failure(&self, user_id: i64, now: i64, forget_before: i64) -> sqlx::Result<()> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query("DELETE FROM passcode_failures WHERE user_id = $1 AND at <= $2")
-            .bind(user_id)
-            .bind(forget_before)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO passcode_failures (user_id, at) VALUES ($1, $2)")
-            .bind(user_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(FORGET_OLD_FAILURES).bind(user_id).bind(forget_before).execute(&mut *tx).await?;
+        sqlx::query(RECORD_FAILURE).bind(user_id).bind(now).execute(&mut *tx).await?;
         tx.commit().await
     }
 
     /// Forgets a user's wrong passcodes (a right passcode, or an administrator's unlock).
     pub async fn clear_passcode_failures(&self, user_id: i64) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM passcode_failures WHERE user_id = $1").bind(user_id).execute(self.pool()).await?;
+        sqlx::query(CLEAR_FAILURES).bind(user_id).execute(self.pool()).await?;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 //! ([`MAX_IN_FLIGHT_PER_CLIENT`]) → drop, so one client's flood cannot starve others;
 //! malformed → drop and log; bad or missing (when required) Message-Authenticator → drop
 //! and log; retransmission → cached answer; otherwise PAP User-Name/User-Password →
-//! `service::verify::verify_with_retries` (bounded by a deadline) → answer.
+//! `service::verify::verify` (bounded by a deadline) → answer.
 
 pub mod cache;
 pub mod clients;
@@ -15,12 +15,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 
 use crate::domain::MessageAuthenticatorMode;
-use crate::service::verify::{Asker, Decision, verify_with_retries};
+use crate::service::verify::{Decision, Request, verify};
 use crate::state::AppState;
 use cache::{ReplyCache, Seen};
 use clients::{Client, ClientTable};
@@ -33,7 +34,8 @@ const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 pub const MAX_IN_FLIGHT: usize = 1024;
 /// Requests of one network client handled at once: a flood from one client fills its own
 /// share and is dropped there, leaving the rest of [`MAX_IN_FLIGHT`] to the others.
-pub const MAX_IN_FLIGHT_PER_CLIENT: usize = 64;
+/// A VPN concentrator or a directory in front of many users keeps hundreds outstanding.
+pub const MAX_IN_FLIGHT_PER_CLIENT: usize = 256;
 
 /// One client's share of the listener.
 struct Share {
@@ -206,37 +208,27 @@ impl Radius {
             Ok(pap) => pap,
             Err(why) => return reject(why),
         };
-        let asker = Asker {
-            client_name: &client.name,
+        let request = Request {
+            client_name: client.name.clone(),
             domain_id: client.domain_id,
-            domain_code: &client.domain_code,
-            source: src,
+            domain_code: client.domain_code.clone(),
+            source: src.ip(),
+            username,
+            passcode: zeroize::Zeroizing::new(passcode),
         };
         // Bounded: a client gets a Reject in time rather than no answer at all.
-        let verdict =
-            tokio::time::timeout(VERIFY_TIMEOUT, verify_with_retries(&self.state, &asker, &username, &passcode));
-        let code = match verdict.await {
-            Ok(Ok(Decision::Accept)) => ACCESS_ACCEPT,
-            Ok(Ok(Decision::Reject(_))) => ACCESS_REJECT,
-            Ok(Err(e)) if crate::db::is_unavailable(&e) => {
-                tracing::error!(
-                    client = client.name,
-                    user = username,
-                    error = format!("{e:#}"),
-                    "database unavailable; Access-Reject"
-                );
-                ACCESS_REJECT
-            }
-            Ok(Err(e)) => {
-                tracing::error!(client = client.name, error = format!("{e:#}"), "passcode check failed; Access-Reject");
-                ACCESS_REJECT
-            }
-            Err(_) => {
-                tracing::error!(
-                    client = client.name,
-                    user = username,
-                    "database too slow (no answer in {VERIFY_TIMEOUT:?}); Access-Reject"
-                );
+        let code = match verify(&self.state, request, Instant::now() + VERIFY_TIMEOUT).await {
+            Ok(Decision::Accept) => ACCESS_ACCEPT,
+            Ok(Decision::Reject(_)) => ACCESS_REJECT,
+            Err(e) => {
+                let what = if crate::db::is_unavailable(&e) {
+                    "database unavailable"
+                } else if crate::db::is_too_slow(&e) {
+                    "database too slow"
+                } else {
+                    "passcode check failed"
+                };
+                tracing::error!(client = client.name, error = format!("{e:#}"), "{what}; Access-Reject");
                 ACCESS_REJECT
             }
         };

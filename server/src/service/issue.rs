@@ -10,6 +10,7 @@ use super::token::{Answer, Unopened, check_fresh, internal, open, parse_body, re
 use crate::db::audit::Entry;
 use crate::db::devices::DeviceRow;
 use crate::db::domains::DomainRow;
+use crate::db::passcodes::NewPasscode;
 use crate::domain::{passcode, pin};
 use crate::state::AppState;
 
@@ -66,17 +67,18 @@ async fn issued(state: &AppState, domain: &DomainRow, opened: &Opened, source: I
         }
         return Err(TokenError { kind: ErrorKind::WrongPin, message: "wrong PIN".into(), attempts_left: Some(left) });
     }
-    store.reset_pin_failures(device.id).await.map_err(|e| internal("PIN count reset failed", e))?;
 
     let code = passcode::generate(domain.passcode_length as u32);
     let hash = state.passcode_key.hash(user_id, &code);
-    let expires_at = now + domain.passcode_lifetime_secs;
-    store
-        .insert_passcode(user_id, device.id, &hash, expires_at, now)
-        .await
-        .map_err(|e| internal("storing failed", e))?;
+    let new = NewPasscode {
+        user_id,
+        device_id: device.id,
+        hash: &hash,
+        expires_at: now + domain.passcode_lifetime_secs,
+        now,
+    };
     let detail = format!("passcode issued, valid {} s", domain.passcode_lifetime_secs);
-    store.audit(audit("token.passcode", detail)).await.map_err(|e| internal("audit write failed", e))?;
+    store.insert_passcode(new, audit("token.passcode", detail)).await.map_err(|e| internal("storing failed", e))?;
     tracing::info!(domain = %domain.code, user = username, %source, "passcode issued");
     Ok(Passcode { passcode: code.to_string(), expires_in_secs: domain.passcode_lifetime_secs as u64 })
 }

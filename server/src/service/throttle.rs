@@ -54,19 +54,13 @@ impl ThrottlePolicy {
     }
 
     /// Start of the window that ends at `now`.
-    fn since(&self, now: i64) -> i64 {
+    pub fn since(&self, now: i64) -> i64 {
         now - i64::from(self.window_secs)
     }
 
-    /// True when the user has reached the limit within the window ending at `now`.
-    pub async fn throttled(&self, store: &Store, user_id: i64, now: i64) -> sqlx::Result<bool> {
-        let failures = store.passcode_failures_since(user_id, self.since(now)).await?;
-        Ok(failures >= i64::from(self.max_failures))
-    }
-
-    /// Counts one wrong passcode.
-    pub async fn record_failure(&self, store: &Store, user_id: i64, now: i64) -> sqlx::Result<()> {
-        store.record_passcode_failure(user_id, now, self.since(now)).await
+    /// True when `failures` wrong passcodes inside the window reach the limit.
+    pub fn throttled_by(&self, failures: i64) -> bool {
+        failures >= i64::from(self.max_failures)
     }
 }
 
@@ -104,15 +98,19 @@ mod tests {
             .unwrap();
         let user: i64 = sqlx::query_scalar("SELECT id FROM users").fetch_one(store.pool()).await.unwrap();
         let now = 1_000_000;
+        let throttled = async |at: i64| {
+            let failures = store.passcode_failures_since(user, policy.since(at)).await.unwrap();
+            policy.throttled_by(failures)
+        };
         // An old failure (outside the window) does not count.
-        policy.record_failure(&store, user, now - 100).await.unwrap();
-        policy.record_failure(&store, user, now).await.unwrap();
-        assert!(!policy.throttled(&store, user, now).await.unwrap());
-        policy.record_failure(&store, user, now).await.unwrap();
-        assert!(policy.throttled(&store, user, now).await.unwrap());
+        store.record_passcode_failure(user, now - 100, policy.since(now - 100)).await.unwrap();
+        store.record_passcode_failure(user, now, policy.since(now)).await.unwrap();
+        assert!(!throttled(now).await);
+        store.record_passcode_failure(user, now, policy.since(now)).await.unwrap();
+        assert!(throttled(now).await);
         // The window moves on: throttling lifts by itself.
-        assert!(!policy.throttled(&store, user, now + 61).await.unwrap());
+        assert!(!throttled(now + 61).await);
         store.clear_passcode_failures(user).await.unwrap();
-        assert!(!policy.throttled(&store, user, now).await.unwrap());
+        assert!(!throttled(now).await);
     }
 }

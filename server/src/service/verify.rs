@@ -1,13 +1,26 @@
 //! Verifying a passcode for a network client: the RADIUS use-case, with the guessing limit
 //! (`service::throttle`) and a deadline so a locked or slow database yields a Reject, never
 //! a hang.
+//!
+//! The rules are one sequence ([`decide_and_record`]) over a [`Ledger`], what storage must
+//! answer and record. Two ledgers run it: on a SQLite file, the verification engine
+//! (`db::engine`), which decides queued requests in batches inside one transaction each
+//! (group commit); otherwise (PostgreSQL, where several nodes share the rows) the sqlx pool,
+//! one statement at a time.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
 
 use crate::db::audit::Entry;
+use crate::db::engine::TxLedger;
+use crate::db::passcodes::PasscodeRow;
+use crate::db::verify::PoolLedger;
 use crate::domain::Username;
-use crate::domain::passcode::hashes_equal;
+use crate::domain::passcode::{PasscodeKey, hashes_equal};
 use crate::service::throttle::ThrottlePolicy;
 use crate::state::AppState;
 
@@ -23,34 +36,75 @@ pub const THROTTLED: &str = "throttled: too many wrong passcodes";
 /// The reason for a passcode that matches none of the user's: the only one that counts as a guess.
 pub const WRONG_PASSCODE: &str = "wrong passcode";
 
-/// Attempts at a decision when the database is briefly unavailable (locked, busy, pool
-/// exhausted, connection lost). The caller bounds the whole with a deadline.
+/// Attempts at a decision through the pool when the database is briefly unavailable
+/// (locked, busy, pool exhausted, connection lost). The deadline bounds the whole.
 pub const ATTEMPTS: u32 = 3;
 
-/// Who is asking: a network client and the domain whose users it may check.
-pub struct Asker<'a> {
-    pub client_name: &'a str,
+/// One Access-Request to decide, owned so it can be queued for the engine's thread.
+pub struct Request {
+    pub client_name: String,
     pub domain_id: i64,
-    pub domain_code: &'a str,
-    pub source: SocketAddr,
+    pub domain_code: String,
+    pub source: IpAddr,
+    pub username: String,
+    pub passcode: Zeroizing<String>,
 }
 
-/// [`verify_passcode`] with bounded retries when the database is briefly unavailable; any
-/// other error, or the last one, is returned (the caller rejects). Retrying is safe because
-/// a passcode is consumed by one conditional UPDATE: a retry after a consumption that did
-/// commit sees it used and rejects (fail closed); it never accepts twice.
-pub async fn verify_with_retries(
-    state: &AppState,
-    asker: &Asker<'_>,
-    username: &str,
-    passcode: &str,
-) -> anyhow::Result<Decision> {
+/// What the database knows about a user when a passcode arrives.
+pub struct UserFacts {
+    pub id: i64,
+    pub disabled: bool,
+    /// The user's domain's guessing limit.
+    pub policy: ThrottlePolicy,
+    /// Wrong passcodes inside the policy's window.
+    pub recent_failures: i64,
+}
+
+/// What verification reads from and writes to storage. Implemented over the sqlx pool
+/// (`db::verify::PoolLedger`) and inside a SQLite engine transaction (`db::engine::TxLedger`).
+pub(crate) trait Ledger {
+    /// The user `username` of the domain, with its guessing limit and failures up to `now`.
+    async fn user(&mut self, domain_id: i64, username: &str, now: i64) -> anyhow::Result<Option<UserFacts>>;
+    /// The user's recent passcodes (live, used, recently expired), newest first.
+    async fn recent_passcodes(&mut self, user_id: i64) -> anyhow::Result<Vec<PasscodeRow>>;
+    /// Marks a passcode used if it is unused and unexpired; true for exactly one caller.
+    async fn consume(&mut self, passcode_id: i64, now: i64) -> anyhow::Result<bool>;
+    async fn clear_failures(&mut self, user_id: i64) -> anyhow::Result<()>;
+    async fn record_failure(&mut self, user_id: i64, now: i64, forget_before: i64) -> anyhow::Result<()>;
+    async fn audit(&mut self, entry: Entry<'_>) -> anyhow::Result<()>;
+}
+
+/// Decides `request` by `deadline`, consuming the passcode on Accept, and logs the decision.
+/// An error means no decision could be had in time (the caller rejects).
+pub async fn verify(state: &AppState, request: Request, deadline: Instant) -> anyhow::Result<Decision> {
+    let (client, user) = (request.client_name.clone(), request.username.clone());
+    let decision = match &state.engine {
+        Some(engine) => engine.submit(request, deadline).await?,
+        None => {
+            let attempt = verify_with_retries(state, &request);
+            tokio::time::timeout_at(deadline.into(), attempt)
+                .await
+                .map_err(|_| crate::db::engine::EngineError::Expired)??
+        }
+    };
+    match &decision {
+        Decision::Accept => tracing::info!(client, user, "Access-Accept"),
+        Decision::Reject(why) => tracing::info!(client, user, reason = why, "Access-Reject"),
+    }
+    Ok(decision)
+}
+
+/// Runs the rules through the pool with bounded retries when the database is briefly
+/// unavailable. Retrying is safe because a passcode is consumed by one conditional UPDATE:
+/// a retry after a consumption that did commit sees it used and rejects; it never accepts twice.
+async fn verify_with_retries(state: &AppState, request: &Request) -> anyhow::Result<Decision> {
     let mut attempt = 1;
     loop {
-        match verify_passcode(state, asker, username, passcode).await {
+        let mut ledger = PoolLedger(&state.store);
+        match decide_and_record(&mut ledger, &state.passcode_key, request, crate::now()).await {
             Err(e) if attempt < ATTEMPTS && transient(&e) => {
                 tracing::warn!(
-                    client = asker.client_name,
+                    client = request.client_name,
                     attempt,
                     error = format!("{e:#}"),
                     "database busy; retrying"
@@ -72,72 +126,85 @@ fn transient(e: &anyhow::Error) -> bool {
         })
 }
 
-/// Checks `passcode` for `username` in the asker's domain and consumes it on success.
-pub async fn verify_passcode(
-    state: &AppState,
-    asker: &Asker<'_>,
-    username: &str,
-    passcode: &str,
+/// The engine's handler: the rules over a ledger whose operations never wait (plain calls on
+/// the engine's thread), so the sequence completes in one poll without an async runtime.
+pub(crate) fn decide_in_transaction(
+    ledger: &mut TxLedger<'_>,
+    key: &PasscodeKey,
+    request: &Request,
 ) -> anyhow::Result<Decision> {
-    let decision = decide(state, asker, username, passcode).await?;
+    let sequence = pin!(decide_and_record(ledger, key, request, crate::now()));
+    match sequence.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(r) => r,
+        Poll::Pending => anyhow::bail!("a SQLite engine operation waited; it must not"),
+    }
+}
+
+/// Decides, writes the audit entry, and returns the decision: the one sequence of rules.
+pub(crate) async fn decide_and_record<L: Ledger>(
+    ledger: &mut L,
+    key: &PasscodeKey,
+    request: &Request,
+    now: i64,
+) -> anyhow::Result<Decision> {
+    let decision = decide(ledger, key, request, now).await?;
     let (kind, detail) = match &decision {
-        Decision::Accept => ("radius.accept", "passcode accepted".to_owned()),
-        Decision::Reject(why) if *why == THROTTLED => ("radius.throttled", (*why).to_owned()),
-        Decision::Reject(why) => ("radius.reject", (*why).to_owned()),
+        Decision::Accept => ("radius.accept", "passcode accepted"),
+        Decision::Reject(why) if *why == THROTTLED => ("radius.throttled", *why),
+        Decision::Reject(why) => ("radius.reject", *why),
     };
-    let actor = format!("radius:{}", asker.client_name);
+    let actor = format!("radius:{}", request.client_name);
     let entry = Entry {
         actor: &actor,
         kind,
-        domain_code: Some(asker.domain_code),
-        username: Some(username),
-        source: Some(asker.source.ip().to_string()),
-        detail: detail.clone(),
+        domain_code: Some(&request.domain_code),
+        username: Some(&request.username),
+        source: Some(request.source.to_string()),
+        detail: detail.to_owned(),
     };
-    state.store.audit(entry).await?;
-    match &decision {
-        Decision::Accept => tracing::info!(client = asker.client_name, user = username, "Access-Accept"),
-        Decision::Reject(why) => {
-            tracing::info!(client = asker.client_name, user = username, reason = why, "Access-Reject")
-        }
-    }
+    ledger.audit(entry).await?;
     Ok(decision)
 }
 
-async fn decide(state: &AppState, asker: &Asker<'_>, username: &str, passcode: &str) -> anyhow::Result<Decision> {
-    let Ok(username) = Username::parse(username) else {
+async fn decide<L: Ledger>(ledger: &mut L, key: &PasscodeKey, request: &Request, now: i64) -> anyhow::Result<Decision> {
+    let Ok(username) = Username::parse(&request.username) else {
         return Ok(Decision::Reject("malformed username"));
     };
-    let Some(user) = state.store.user_by_name(asker.domain_id, username.as_str()).await? else {
+    let Some(user) = ledger.user(request.domain_id, username.as_str(), now).await? else {
         return Ok(Decision::Reject("unknown user in this client's domain"));
     };
-    if user.disabled != 0 {
+    if user.disabled {
         return Ok(Decision::Reject("user disabled"));
     }
-    let now = crate::now();
-    let policy = ThrottlePolicy::load(&state.store, asker.domain_id).await?;
-    if policy.throttled(&state.store, user.id, now).await? {
+    if user.policy.throttled_by(user.recent_failures) {
         // Not even compared: a throttled user's guesses teach an attacker nothing.
         return Ok(Decision::Reject(THROTTLED));
     }
-    let decision = check(state, user.id, passcode, now).await?;
+    let decision = check(ledger, key, user.id, &request.passcode, now).await?;
     match decision {
-        Decision::Accept => state.store.clear_passcode_failures(user.id).await?,
+        // Failures outside the window are harmless; they go at the next recorded failure.
+        Decision::Accept if user.recent_failures > 0 => ledger.clear_failures(user.id).await?,
         // Only a passcode that matches nothing is a guess. A used or expired one is a real
         // passcode sent again (retransmissions, a client trying several servers, a slow
         // user): counting those would lock out users nobody attacked.
-        Decision::Reject(WRONG_PASSCODE) => policy.record_failure(&state.store, user.id, now).await?,
-        Decision::Reject(_) => {}
+        Decision::Reject(WRONG_PASSCODE) => ledger.record_failure(user.id, now, user.policy.since(now)).await?,
+        _ => {}
     }
     Ok(decision)
 }
 
 /// Compares a passcode with the user's recent ones and consumes it when right.
-async fn check(state: &AppState, user_id: i64, passcode: &str, now: i64) -> anyhow::Result<Decision> {
-    let hash = state.passcode_key.hash(user_id, passcode);
+async fn check<L: Ledger>(
+    ledger: &mut L,
+    key: &PasscodeKey,
+    user_id: i64,
+    passcode: &str,
+    now: i64,
+) -> anyhow::Result<Decision> {
+    let hash = key.hash(user_id, passcode);
     // Compare against every recent passcode in constant time, then act on the match.
     let mut matched = None;
-    for row in state.store.recent_passcodes(user_id).await? {
+    for row in ledger.recent_passcodes(user_id).await? {
         if hashes_equal(&row.hash, &hash) {
             matched = Some(row);
         }
@@ -154,7 +221,7 @@ async fn check(state: &AppState, user_id: i64, passcode: &str, now: i64) -> anyh
     if row.device_disabled != 0 {
         return Ok(Decision::Reject("device disabled"));
     }
-    if state.store.consume_passcode(row.id, now).await? {
+    if ledger.consume(row.id, now).await? {
         Ok(Decision::Accept)
     } else {
         Ok(Decision::Reject("passcode already used"))

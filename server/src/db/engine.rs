@@ -1,0 +1,339 @@
+//! The SQLite verification engine: one thread owns a SQLite connection (rusqlite, cached
+//! prepared statements) and decides queued RADIUS requests in batches, each batch one
+//! transaction and so one durable commit (one WAL fsync with `synchronous = FULL`) however
+//! many passcodes it consumes: group commit.
+//!
+//! Why a thread of its own: through sqlx every statement hopped between tokio and sqlx's
+//! SQLite worker and every consumption, failure count and audit row was its own commit.
+//! SQLite has one writer at a time anyway, so serialising the checks on one thread loses no
+//! parallelism and lets a batch share one fsync. A request is answered only after the batch
+//! holding it has committed: an Accept is never sent for a consumption a crash or power loss
+//! could still undo. A batch that fails is rolled back and its requests retried one by one,
+//! so one bad request cannot fail its neighbours.
+//!
+//! The queue is bounded ([`QUEUE`]); each request carries a deadline, and one whose deadline
+//! has passed is answered [`EngineError::Expired`] without being checked, so nothing is
+//! consumed for a requester that has already been told Reject.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::audit::Entry;
+use super::passcodes::PasscodeRow;
+use super::verify::{
+    AUDIT_INSERT, CLEAR_FAILURES, CONSUME_PASSCODE, FORGET_OLD_FAILURES, RECENT_PASSCODES, RECORD_FAILURE, USER_FACTS,
+    audit_values, user_facts,
+};
+use crate::service::verify::{Ledger, UserFacts};
+
+/// Requests waiting for the engine; beyond this, new ones are refused at once.
+pub const QUEUE: usize = 4096;
+/// Most requests decided in one transaction.
+pub const MAX_BATCH: usize = 512;
+/// Kept free before the earliest deadline of a batch when waiting for a lock held by
+/// another process, so the answer still arrives in time.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(150);
+
+/// Why the engine gave no decision.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("database unavailable: locked by another writer until the request's deadline")]
+    Busy,
+    #[error("database unavailable: {QUEUE} requests already waiting")]
+    Overloaded,
+    #[error("database unavailable: the verification engine has stopped")]
+    Stopped,
+    #[error("database too slow: the request's deadline passed while it waited")]
+    Expired,
+    #[error("database error: {0}")]
+    Failed(String),
+}
+
+/// One queued request with its deadline and where to send the answer.
+struct Pending<J, O> {
+    job: J,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<O, EngineError>>,
+}
+
+/// The handle requests are submitted through; cheap to clone.
+pub struct Engine<J, O> {
+    queue: mpsc::Sender<Pending<J, O>>,
+}
+
+impl<J, O> Clone for Engine<J, O> {
+    fn clone(&self) -> Self {
+        Self { queue: self.queue.clone() }
+    }
+}
+
+impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
+    /// Opens the database file at `path` and starts the engine thread; `handler` decides one
+    /// job inside the current batch's transaction. The thread ends when every handle is gone.
+    pub fn start<H>(path: &Path, handler: H) -> anyhow::Result<Self>
+    where
+        H: FnMut(&mut TxLedger<'_>, &J) -> anyhow::Result<O> + Send + 'static,
+    {
+        let conn = open(path)?;
+        let (queue, rx) = mpsc::channel(QUEUE);
+        std::thread::Builder::new()
+            .name("tessera-sqlite".into())
+            .spawn(move || run(conn, rx, handler))
+            .context("cannot start the SQLite verification thread")?;
+        Ok(Self { queue })
+    }
+
+    /// Queues `job` and waits for its decision, committed.
+    pub async fn submit(&self, job: J, deadline: Instant) -> Result<O, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.try_send(Pending { job, deadline, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => EngineError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
+        })?;
+        answer.await.unwrap_or(Err(EngineError::Stopped))
+    }
+}
+
+fn open(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // The same settings as the pool's connections: WAL (set once per file, by migrations'
+    // connection already), every commit durable, foreign keys enforced.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+fn run<J, O, H>(mut conn: Connection, mut rx: mpsc::Receiver<Pending<J, O>>, mut handler: H)
+where
+    H: FnMut(&mut TxLedger<'_>, &J) -> anyhow::Result<O>,
+{
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        decide_batch(&mut conn, &mut batch, &mut handler);
+    }
+    tracing::debug!("SQLite verification engine stopped");
+}
+
+/// Decides and answers every request of `batch`, leaving it empty.
+fn decide_batch<J, O, H>(conn: &mut Connection, batch: &mut Vec<Pending<J, O>>, handler: &mut H)
+where
+    H: FnMut(&mut TxLedger<'_>, &J) -> anyhow::Result<O>,
+{
+    let now = Instant::now();
+    let (live, late): (Vec<_>, Vec<_>) = batch.drain(..).partition(|p| p.deadline > now + DEADLINE_MARGIN);
+    for p in late {
+        let _ = p.reply.send(Err(EngineError::Expired));
+    }
+    let Some(earliest) = live.iter().map(|p| p.deadline).min() else { return };
+    // Wait for another process's write lock only as long as the most urgent request allows.
+    let patience = earliest.saturating_duration_since(now).saturating_sub(DEADLINE_MARGIN);
+    if let Err(e) = conn.busy_timeout(patience) {
+        tracing::error!(error = %e, "cannot set the SQLite busy timeout");
+    }
+    let jobs: Vec<&J> = live.iter().map(|p| &p.job).collect();
+    match transaction(conn, &jobs, handler) {
+        Ok(outcomes) => {
+            for (p, o) in live.into_iter().zip(outcomes) {
+                let _ = p.reply.send(Ok(o));
+            }
+        }
+        Err(e) if is_busy(&e) => {
+            for p in live {
+                let _ = p.reply.send(Err(EngineError::Busy));
+            }
+        }
+        Err(e) if live.len() == 1 => {
+            let _ = live.into_iter().next().map(|p| p.reply.send(Err(EngineError::Failed(format!("{e:#}")))));
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                requests = live.len(),
+                "batch failed; deciding its requests one by one"
+            );
+            for p in live {
+                let answer = transaction(conn, &[&p.job], handler)
+                    .map(|mut o| o.remove(0))
+                    .map_err(|e| if is_busy(&e) { EngineError::Busy } else { EngineError::Failed(format!("{e:#}")) });
+                let _ = p.reply.send(answer);
+            }
+        }
+    }
+}
+
+/// Runs `handler` for each job in one write transaction and commits; any error rolls the
+/// whole transaction back.
+fn transaction<J, O, H>(conn: &mut Connection, jobs: &[&J], handler: &mut H) -> anyhow::Result<Vec<O>>
+where
+    H: FnMut(&mut TxLedger<'_>, &J) -> anyhow::Result<O>,
+{
+    // IMMEDIATE takes the write lock first, so a batch never fails half-way on an upgrade.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    {
+        let mut ledger = TxLedger { conn: &tx };
+        for job in jobs {
+            outcomes.push(handler(&mut ledger, job)?);
+        }
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+/// SQLite's "busy" or "locked": another connection holds the write lock.
+fn is_busy(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(c.downcast_ref::<rusqlite::Error>(), Some(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+    })
+}
+
+/// The [`Ledger`] inside a batch's transaction. Its operations are plain calls that never
+/// wait, so the service's async sequence runs on this thread without a runtime.
+pub struct TxLedger<'a> {
+    conn: &'a Connection,
+}
+
+/// `$N` placeholders (shared with PostgreSQL) in SQLite's numbered form `?N`: SQLite numbers
+/// `$N` by order of first appearance, not by N.
+fn sqlite_sql(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+impl TxLedger<'_> {
+    fn execute(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.conn.prepare_cached(&sqlite_sql(sql))?.execute(params)
+    }
+}
+
+impl Ledger for TxLedger<'_> {
+    async fn user(&mut self, domain_id: i64, username: &str, now: i64) -> anyhow::Result<Option<UserFacts>> {
+        let mut stmt = self.conn.prepare_cached(&sqlite_sql(USER_FACTS))?;
+        let row = stmt
+            .query_row(params![domain_id, username, now], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()?;
+        Ok(row.map(user_facts))
+    }
+
+    async fn recent_passcodes(&mut self, user_id: i64) -> anyhow::Result<Vec<PasscodeRow>> {
+        let mut stmt = self.conn.prepare_cached(&sqlite_sql(RECENT_PASSCODES))?;
+        let rows = stmt.query_map(params![user_id], |r| {
+            Ok(PasscodeRow {
+                id: r.get(0)?,
+                hash: r.get(1)?,
+                expires_at: r.get(2)?,
+                used: r.get(3)?,
+                device_disabled: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn consume(&mut self, passcode_id: i64, now: i64) -> anyhow::Result<bool> {
+        Ok(self.execute(CONSUME_PASSCODE, params![passcode_id, now])? == 1)
+    }
+
+    async fn clear_failures(&mut self, user_id: i64) -> anyhow::Result<()> {
+        self.execute(CLEAR_FAILURES, params![user_id])?;
+        Ok(())
+    }
+
+    async fn record_failure(&mut self, user_id: i64, now: i64, forget_before: i64) -> anyhow::Result<()> {
+        self.execute(FORGET_OLD_FAILURES, params![user_id, forget_before])?;
+        self.execute(RECORD_FAILURE, params![user_id, now])?;
+        Ok(())
+    }
+
+    async fn audit(&mut self, entry: Entry<'_>) -> anyhow::Result<()> {
+        self.execute(AUDIT_INSERT, audit_values(&entry, crate::now()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_numbered_sqlite_parameters() {
+        assert_eq!(sqlite_sql("SELECT $3 - x WHERE a = $1 AND b = $2"), "SELECT ?3 - x WHERE a = ?1 AND b = ?2");
+    }
+
+    /// A table on a fresh file and an engine whose handler inserts the job's value, failing
+    /// for negative values.
+    fn engine() -> (tempfile::TempDir, std::path::PathBuf, Engine<i64, i64>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db");
+        Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (v INTEGER NOT NULL)").unwrap();
+        let engine = Engine::start(&path, insert_or_fail).unwrap();
+        (dir, path, engine)
+    }
+
+    fn insert_or_fail(ledger: &mut TxLedger<'_>, v: &i64) -> anyhow::Result<i64> {
+        anyhow::ensure!(*v >= 0, "negative");
+        ledger.conn.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
+        Ok(*v * 2)
+    }
+
+    fn stored(path: &Path) -> Vec<i64> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    #[test]
+    fn a_failing_request_does_not_fail_its_batch_neighbours() {
+        let (_dir, path, _engine) = engine();
+        let mut conn = open(&path).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (mut batch, mut answers) = (Vec::new(), Vec::new());
+        for job in [1, -1, 2, 3] {
+            let (reply, answer) = oneshot::channel();
+            batch.push(Pending { job, deadline, reply });
+            answers.push(answer);
+        }
+        decide_batch(&mut conn, &mut batch, &mut insert_or_fail);
+        let answers: Vec<_> = answers.into_iter().map(|a| a.blocking_recv().unwrap()).collect();
+        assert_eq!(answers[0].as_ref().unwrap(), &2);
+        assert!(matches!(answers[1], Err(EngineError::Failed(_))));
+        assert_eq!(answers[2].as_ref().unwrap(), &4);
+        assert_eq!(answers[3].as_ref().unwrap(), &6);
+        assert_eq!(stored(&path), vec![1, 2, 3], "the failed request changed nothing, the others committed");
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_deadline_is_not_decided() {
+        let (_dir, path, engine) = engine();
+        let answer = engine.submit(7, Instant::now()).await;
+        assert!(matches!(answer, Err(EngineError::Expired)));
+        assert!(stored(&path).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_write_lock_held_elsewhere_gives_busy_by_the_deadline() {
+        let (_dir, path, engine) = engine();
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let start = Instant::now();
+        let answer = engine.submit(1, start + Duration::from_millis(600)).await;
+        assert!(matches!(answer, Err(EngineError::Busy)), "{answer:?}");
+        assert!(start.elapsed() < Duration::from_millis(600), "answered before the deadline");
+        holder.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(engine.submit(1, Instant::now() + Duration::from_secs(5)).await.unwrap(), 2);
+    }
+}

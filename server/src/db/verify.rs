@@ -1,0 +1,99 @@
+//! The statements of a passcode check, shared by the two ledgers that run them: [`PoolLedger`]
+//! here (sqlx, any engine) and the SQLite engine's (`db::engine`). Written with `$N`
+//! placeholders, which PostgreSQL takes as they are and the engine turns into SQLite's `?N`.
+
+use crate::db::Store;
+use crate::db::audit::{Entry, clip};
+use crate::db::passcodes::PasscodeRow;
+use crate::service::throttle::ThrottlePolicy;
+use crate::service::verify::{Ledger, UserFacts};
+
+/// A user with its domain's guessing limit and its wrong passcodes inside that window:
+/// `$1` domain id, `$2` username, `$3` now. One statement instead of three on the hot path.
+pub const USER_FACTS: &str = "SELECT u.id, u.disabled, d.max_passcode_failures, d.passcode_failure_window_secs, \
+     (SELECT COUNT(*) FROM passcode_failures f WHERE f.user_id = u.id AND f.at > $3 - d.passcode_failure_window_secs) \
+     FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.domain_id = $1 AND u.username = $2";
+
+/// A user's most recent passcodes (live, used and recently expired), newest first.
+pub const RECENT_PASSCODES: &str = "SELECT p.id, p.hash, p.expires_at, p.used, d.disabled AS device_disabled \
+     FROM passcodes p JOIN devices d ON d.id = p.device_id WHERE p.user_id = $1 ORDER BY p.id DESC LIMIT 32";
+
+/// The single-use step: of any number of concurrent callers, on one node or many, exactly
+/// one changes the row.
+pub const CONSUME_PASSCODE: &str = "UPDATE passcodes SET used = 1 WHERE id = $1 AND used = 0 AND expires_at > $2";
+
+pub const CLEAR_FAILURES: &str = "DELETE FROM passcode_failures WHERE user_id = $1";
+pub const FORGET_OLD_FAILURES: &str = "DELETE FROM passcode_failures WHERE user_id = $1 AND at <= $2";
+pub const RECORD_FAILURE: &str = "INSERT INTO passcode_failures (user_id, at) VALUES ($1, $2)";
+
+pub const AUDIT_INSERT: &str = "INSERT INTO audit_log (at, actor, kind, domain_code, username, source, detail) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// The columns of [`USER_FACTS`] as stored.
+pub type UserFactsRow = (i64, i64, i64, i64, i64);
+
+/// Turns a [`USER_FACTS`] row into the service's view.
+pub fn user_facts((id, disabled, max_failures, window_secs, recent_failures): UserFactsRow) -> UserFacts {
+    let defaults = ThrottlePolicy::default();
+    UserFacts {
+        id,
+        disabled: disabled != 0,
+        policy: ThrottlePolicy {
+            max_failures: u32::try_from(max_failures).unwrap_or(defaults.max_failures),
+            window_secs: u32::try_from(window_secs).unwrap_or(defaults.window_secs),
+        },
+        recent_failures,
+    }
+}
+
+/// The ledger over the sqlx pool: each statement commits on its own, as a multi-node
+/// PostgreSQL deployment needs (no lock is held between statements).
+pub struct PoolLedger<'a>(pub &'a Store);
+
+impl Ledger for PoolLedger<'_> {
+    async fn user(&mut self, domain_id: i64, username: &str, now: i64) -> anyhow::Result<Option<UserFacts>> {
+        let row: Option<UserFactsRow> = sqlx::query_as(USER_FACTS)
+            .bind(domain_id)
+            .bind(username.to_owned())
+            .bind(now)
+            .fetch_optional(self.0.pool())
+            .await?;
+        Ok(row.map(user_facts))
+    }
+
+    async fn recent_passcodes(&mut self, user_id: i64) -> anyhow::Result<Vec<PasscodeRow>> {
+        Ok(self.0.recent_passcodes(user_id).await?)
+    }
+
+    async fn consume(&mut self, passcode_id: i64, now: i64) -> anyhow::Result<bool> {
+        Ok(self.0.consume_passcode(passcode_id, now).await?)
+    }
+
+    async fn clear_failures(&mut self, user_id: i64) -> anyhow::Result<()> {
+        Ok(self.0.clear_passcode_failures(user_id).await?)
+    }
+
+    async fn record_failure(&mut self, user_id: i64, now: i64, forget_before: i64) -> anyhow::Result<()> {
+        Ok(self.0.record_passcode_failure(user_id, now, forget_before).await?)
+    }
+
+    async fn audit(&mut self, entry: Entry<'_>) -> anyhow::Result<()> {
+        Ok(self.0.audit(entry).await?)
+    }
+}
+
+/// The seven values of [`AUDIT_INSERT`], clipped so a peer cannot bloat the log.
+pub fn audit_values(
+    e: &Entry<'_>,
+    at: i64,
+) -> (i64, String, String, Option<String>, Option<String>, Option<String>, String) {
+    (
+        at,
+        clip(e.actor),
+        clip(e.kind),
+        e.domain_code.map(clip),
+        e.username.map(clip),
+        e.source.as_deref().map(clip),
+        clip(&e.detail),
+    )
+}
