@@ -34,6 +34,8 @@ use crate::service::verify::{Ledger, UserFacts};
 pub const QUEUE: usize = 4096;
 /// Most requests decided in one transaction.
 pub const MAX_BATCH: usize = 512;
+/// How much of the database file the engine maps.
+const MMAP_BYTES: i64 = 256 << 20;
 /// Kept free before the earliest deadline of a batch when waiting for a lock held by
 /// another process, so the answer still arrives in time.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(150);
@@ -105,6 +107,10 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Pages read through a memory map instead of a read() into SQLite's cache each: about
+    // 10 % less CPU per request with 150,000 users (BENCHMARKS.md). Writes still go through
+    // the WAL; the mapped pages count as the process's file-backed RSS.
+    conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
 }
