@@ -121,3 +121,4 @@ mod tests {
         assert!(check_policy("12345\n", 4).is_err());
     }
 }
+
