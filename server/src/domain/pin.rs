@@ -121,4 +121,3 @@ mod tests {
         assert!(check_policy("12345\n", 4).is_err());
     }
 }
-
