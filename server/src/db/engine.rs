@@ -16,6 +16,7 @@
 //! consumed for a requester that has already been told Reject.
 
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -219,15 +220,36 @@ fn sqlite_sql(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
+/// The shared statements in SQLite's form, converted once rather than on every request.
+struct Statements {
+    user_facts: String,
+    recent_passcodes: String,
+    consume: String,
+    clear_failures: String,
+    forget_old_failures: String,
+    record_failure: String,
+    audit: String,
+}
+
+static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
+    user_facts: sqlite_sql(USER_FACTS),
+    recent_passcodes: sqlite_sql(RECENT_PASSCODES),
+    consume: sqlite_sql(CONSUME_PASSCODE),
+    clear_failures: sqlite_sql(CLEAR_FAILURES),
+    forget_old_failures: sqlite_sql(FORGET_OLD_FAILURES),
+    record_failure: sqlite_sql(RECORD_FAILURE),
+    audit: sqlite_sql(AUDIT_INSERT),
+});
+
 impl TxLedger<'_> {
     fn execute(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
-        self.conn.prepare_cached(&sqlite_sql(sql))?.execute(params)
+        self.conn.prepare_cached(sql)?.execute(params)
     }
 }
 
 impl Ledger for TxLedger<'_> {
     async fn user(&mut self, domain_id: i64, username: &str, now: i64) -> anyhow::Result<Option<UserFacts>> {
-        let mut stmt = self.conn.prepare_cached(&sqlite_sql(USER_FACTS))?;
+        let mut stmt = self.conn.prepare_cached(&SQL.user_facts)?;
         let row = stmt
             .query_row(params![domain_id, username, now], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
@@ -237,7 +259,7 @@ impl Ledger for TxLedger<'_> {
     }
 
     async fn recent_passcodes(&mut self, user_id: i64) -> anyhow::Result<Vec<PasscodeRow>> {
-        let mut stmt = self.conn.prepare_cached(&sqlite_sql(RECENT_PASSCODES))?;
+        let mut stmt = self.conn.prepare_cached(&SQL.recent_passcodes)?;
         let rows = stmt.query_map(params![user_id], |r| {
             Ok(PasscodeRow {
                 id: r.get(0)?,
@@ -251,22 +273,22 @@ impl Ledger for TxLedger<'_> {
     }
 
     async fn consume(&mut self, passcode_id: i64, now: i64) -> anyhow::Result<bool> {
-        Ok(self.execute(CONSUME_PASSCODE, params![passcode_id, now])? == 1)
+        Ok(self.execute(&SQL.consume, params![passcode_id, now])? == 1)
     }
 
     async fn clear_failures(&mut self, user_id: i64) -> anyhow::Result<()> {
-        self.execute(CLEAR_FAILURES, params![user_id])?;
+        self.execute(&SQL.clear_failures, params![user_id])?;
         Ok(())
     }
 
     async fn record_failure(&mut self, user_id: i64, now: i64, forget_before: i64) -> anyhow::Result<()> {
-        self.execute(FORGET_OLD_FAILURES, params![user_id, forget_before])?;
-        self.execute(RECORD_FAILURE, params![user_id, now])?;
+        self.execute(&SQL.forget_old_failures, params![user_id, forget_before])?;
+        self.execute(&SQL.record_failure, params![user_id, now])?;
         Ok(())
     }
 
     async fn audit(&mut self, entry: Entry<'_>) -> anyhow::Result<()> {
-        self.execute(AUDIT_INSERT, audit_values(&entry, crate::now()))?;
+        self.execute(&SQL.audit, audit_values(&entry, crate::now()))?;
         Ok(())
     }
 }
