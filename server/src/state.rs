@@ -50,9 +50,30 @@ impl AppState {
         })
     }
 
-    /// Runs CPU-heavy crypto on the blocking pool, bounded by `crypto_permits`.
+    /// Runs CPU-heavy crypto on the blocking pool, bounded by `crypto_permits`, at a lower
+    /// CPU priority ([`CRYPTO_NICE`]).
     pub async fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
         let _permit = self.crypto_permits.acquire().await?;
-        Ok(tokio::task::spawn_blocking(f).await?)
+        Ok(tokio::task::spawn_blocking(move || {
+            lower_priority();
+            f()
+        })
+        .await?)
+    }
+}
+
+/// The nice value of threads doing argon2 and RSA work. Issuance saturates every core with
+/// argon2id (tens of milliseconds each); at the same priority the RADIUS path waited its turn
+/// behind it (RADIUS p99 at 16 in flight rose 3× under full issuance load, BENCHMARKS.md). At
+/// nice 10 the scheduler gives a runnable RADIUS thread about 9 parts in 10 of a contended
+/// core, while argon2 still has all of any core RADIUS leaves idle.
+pub const CRYPTO_NICE: i32 = 10;
+
+/// Sets the calling thread's nice value to [`CRYPTO_NICE`]. Linux keeps a nice value per
+/// thread, and an unprivileged thread may always lower its own priority. Cheap (one
+/// syscall), so it is simply repeated for every job on a reused blocking thread.
+fn lower_priority() {
+    if let Err(e) = rustix::process::setpriority_process(None, CRYPTO_NICE) {
+        tracing::debug!(error = %e, "cannot lower the priority of a crypto thread");
     }
 }
