@@ -69,11 +69,35 @@ impl AppState {
 /// core, while argon2 still has all of any core RADIUS leaves idle.
 pub const CRYPTO_NICE: i32 = 10;
 
-/// Sets the calling thread's nice value to [`CRYPTO_NICE`]. Linux keeps a nice value per
-/// thread, and an unprivileged thread may always lower its own priority. Cheap (one
-/// syscall), so it is simply repeated for every job on a reused blocking thread.
+/// Raises the calling thread's nice value to [`CRYPTO_NICE`] unless it is already at least
+/// that (a server started under `nice 19` stays there). Linux keeps a nice value per thread,
+/// and an unprivileged thread may always lower its own priority. Cheap (two syscalls), so it
+/// is simply repeated for every job on a reused blocking thread.
 fn lower_priority() {
-    if let Err(e) = rustix::process::setpriority_process(None, CRYPTO_NICE) {
+    use rustix::process::{getpriority_process, setpriority_process};
+    let result = getpriority_process(None)
+        .and_then(|now| if now < CRYPTO_NICE { setpriority_process(None, CRYPTO_NICE) } else { Ok(()) });
+    if let Err(e) = result {
         tracing::debug!(error = %e, "cannot lower the priority of a crypto thread");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn crypto_work_runs_at_the_lower_priority_and_the_runtime_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let state = AppState::new(store).await.unwrap();
+        let nice = || rustix::process::getpriority_process(None).unwrap();
+        let before = nice();
+        let expected = before.max(CRYPTO_NICE);
+        // Set, not added: a reused blocking thread stays where the first job put it.
+        for _ in 0..4 {
+            assert_eq!(state.blocking(nice).await.unwrap(), expected);
+        }
+        assert_eq!(nice(), before, "the runtime's own thread keeps its priority");
     }
 }
