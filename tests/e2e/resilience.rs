@@ -165,7 +165,16 @@ fn kill_9_under_load_loses_no_registration_and_no_consumed_passcode_comes_back()
     for passcode in &accepted {
         assert_eq!(c.auth("alice", passcode, Ma::None), Answer::Reject, "a consumed passcode stays consumed");
     }
-    assert_eq!(server.log().matches("passcode already used").count(), accepted.len(), "rejected as used");
+    // Rejected because used, not for some other reason. The server compares a passcode with
+    // the user's newest 32 (RECENT_PASSCODES, server/src/db/verify.rs); an older one is
+    // rejected as wrong. Alice's newest rows are her accepted passcodes plus at most one
+    // unused last one, so at least her newest 31 accepted ones must be "already used".
+    let as_used = server.log().matches("passcode already used").count();
+    assert!(
+        as_used >= accepted.len().min(31) && as_used <= accepted.len(),
+        "{as_used} of {} accepted passcodes rejected as used",
+        accepted.len()
+    );
     let listing = server.cli_ok(&["user", "list", "--domain", DOMAIN]);
     for (token, rc, name, validated) in &registered {
         if !validated {
