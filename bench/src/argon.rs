@@ -6,7 +6,24 @@ use std::time::{Duration, Instant};
 
 use tessera_server::domain::pin;
 
-pub fn run(threads: usize, duration: Duration) -> anyhow::Result<()> {
+/// One window of bare verifies.
+pub struct Measured {
+    /// Verifies that finished inside the window, per second.
+    pub rate: f64,
+    pub verifies: u64,
+    pub cpu: Duration,
+    pub wall: Duration,
+}
+
+impl Measured {
+    /// CPU milliseconds per verify.
+    pub fn ms_per_verify(&self) -> f64 {
+        if self.verifies == 0 { 0.0 } else { self.cpu.as_secs_f64() * 1e3 / self.verifies as f64 }
+    }
+}
+
+/// Verifies on `threads` threads for `duration`.
+pub fn measure(threads: usize, duration: Duration) -> anyhow::Result<Measured> {
     let threads = threads.max(1);
     let secret = "bench-pin-246810";
     let hash = pin::hash(secret)?;
@@ -34,17 +51,28 @@ pub fn run(threads: usize, duration: Duration) -> anyhow::Result<()> {
     });
     let wall = t0.elapsed();
     let cpu = crate::cpu::process_time().saturating_sub(cpu0);
-    let total: u64 = counts.iter().sum();
-    let secs = duration.as_secs_f64().max(1e-9);
-    let rate = total as f64 / secs;
-    let per_verify_ms = if total > 0 { cpu.as_secs_f64() * 1e3 / total as f64 } else { 0.0 };
+    let verifies: u64 = counts.iter().sum();
+    let rate = verifies as f64 / duration.as_secs_f64().max(1e-9);
+    Ok(Measured { rate, verifies, cpu, wall })
+}
+
+pub fn run(threads: usize, duration: Duration) -> anyhow::Result<()> {
+    let threads = threads.max(1);
+    let m = measure(threads, duration)?;
+    let secs = duration.as_secs_f64();
     eprintln!(
-        "{threads} threads: {rate:.1} argon2id verifies/s over {secs:.2} s ({total} verifies, {per_verify_ms:.1} ms CPU each)"
+        "{threads} threads: {:.1} argon2id verifies/s over {secs:.2} s ({} verifies, {:.1} ms CPU each)",
+        m.rate,
+        m.verifies,
+        m.ms_per_verify()
     );
     println!(
-        "vps={rate:.1} verifies={total} threads={threads} secs={secs:.3} cpu_secs={:.2} wall_secs={:.2} ms_per_verify={per_verify_ms:.2}",
-        cpu.as_secs_f64(),
-        wall.as_secs_f64()
+        "vps={:.1} verifies={} threads={threads} secs={secs:.3} cpu_secs={:.2} wall_secs={:.2} ms_per_verify={:.2}",
+        m.rate,
+        m.verifies,
+        m.cpu.as_secs_f64(),
+        m.wall.as_secs_f64(),
+        m.ms_per_verify()
     );
     Ok(())
 }

@@ -9,6 +9,10 @@
 //! `--preseal N` each worker seals N requests before the window opens and uses them first,
 //! so the window measures the server; their timestamps must stay within the server's
 //! clock-skew allowance (120 s), so keep the sealing phase and the window short.
+//!
+//! `--rounds R` pairs each issuance window with a bare argon2id window just before it
+//! (`argon::measure`, the server idle) and reports the median ratio: this CPU's speed drifts
+//! by ±15 % within minutes, more than the overhead the ratio is meant to show.
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +43,10 @@ pub struct Options {
     pub duration: Duration,
     pub warmup: Duration,
     pub preseal: usize,
+    /// Paired rounds: each measures the bare argon2id rate on `baseline_threads` threads for
+    /// `duration` with the server idle, then issuance for `duration`. 0: issuance only, once.
+    pub rounds: usize,
+    pub baseline_threads: usize,
 }
 
 /// One registered, validated device.
@@ -55,6 +63,16 @@ struct Tally {
     first_error: Option<String>,
     latencies: Latencies,
     presealed_used: u64,
+}
+
+impl Tally {
+    fn absorb(&mut self, other: Tally) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.presealed_used += other.presealed_used;
+        self.first_error = self.first_error.take().or(other.first_error);
+        self.latencies.merge(other.latencies);
+    }
 }
 
 pub fn run(o: Options) -> anyhow::Result<()> {
@@ -124,63 +142,160 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         eprintln!("pre-sealed {} requests per worker", o.preseal);
     }
 
-    // Scripts wait for this line before loading the server alongside.
-    eprintln!("{} workers: window opens", o.concurrency);
+    let mut presealed: Vec<std::vec::IntoIter<(SealedBody, ResponseKey)>> =
+        presealed.into_iter().map(Vec::into_iter).collect();
+    let ctx = Ctx { base: &base, domain, server_public: &server_public, devices: &devices[..o.concurrency] };
+
+    if o.rounds == 0 {
+        // Scripts wait for this line before loading the server alongside.
+        eprintln!("{} workers: window opens", o.concurrency);
+        let w = window(&ctx, &mut presealed, o.warmup, o.duration);
+        let rate = w.rate();
+        report(&o, w, &format!("pps={rate:.1}"));
+        return Ok(());
+    }
+
+    // Paired rounds: the bare argon2id rate right before each issuance window, so that a
+    // change in the CPU's speed between the two (seen here: ±15 % within minutes) does not
+    // enter the ratio.
+    let mut windows = Vec::with_capacity(o.rounds);
+    let (mut bare_rates, mut rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=o.rounds {
+        let bare = crate::argon::measure(o.baseline_threads, o.duration)?;
+        let w = window(&ctx, &mut presealed, o.warmup, o.duration);
+        let ratio = if bare.rate > 0.0 { w.rate() / bare.rate } else { 0.0 };
+        eprintln!(
+            "round {round}/{}: bare argon2id {:.1} verifies/s ({} threads, server idle), then token API {:.1} \
+             passcodes/s: ratio {ratio:.3}",
+            o.rounds,
+            bare.rate,
+            o.baseline_threads,
+            w.rate()
+        );
+        bare_rates.push(bare.rate);
+        rates.push(w.rate());
+        ratios.push(ratio);
+        windows.push(w);
+    }
+    let (lo, hi) = ratios.iter().fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    let fields = format!(
+        "pps={:.1} vps={:.1} ratio={:.3} ratio_min={lo:.3} ratio_max={hi:.3} rounds={}",
+        median(rates),
+        median(bare_rates),
+        median(ratios),
+        o.rounds
+    );
+    let mut all = windows.into_iter();
+    let first = all.next().expect("at least one round");
+    report(&o, all.fold(first, Window::merge), &fields);
+    Ok(())
+}
+
+/// What every worker shares.
+struct Ctx<'a> {
+    base: &'a str,
+    domain: DomainCode,
+    server_public: &'a [u8],
+    devices: &'a [Device],
+}
+
+/// One issuance window: what the workers saw, and the client's own cost.
+struct Window {
+    tally: Tally,
+    secs: f64,
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl Window {
+    fn rate(&self) -> f64 {
+        self.tally.ok as f64 / self.secs.max(1e-9)
+    }
+
+    fn merge(mut self, other: Window) -> Window {
+        self.tally.absorb(other.tally);
+        self.secs += other.secs;
+        self.wall += other.wall;
+        self.cpu += other.cpu;
+        self
+    }
+}
+
+/// Every device of `ctx` asks for passcodes, one at a time, for `warmup` then `duration`;
+/// only requests sent and answered inside the second part count.
+fn window(
+    ctx: &Ctx<'_>,
+    presealed: &mut [std::vec::IntoIter<(SealedBody, ResponseKey)>],
+    warmup: Duration,
+    duration: Duration,
+) -> Window {
     let cpu0 = crate::cpu::process_time();
     let t0 = Instant::now();
-    let (window_start, window_end) = (t0 + o.warmup, t0 + o.warmup + o.duration);
+    let (window_start, window_end) = (t0 + warmup, t0 + warmup + duration);
     let tallies: Vec<Tally> = std::thread::scope(|s| {
-        let handles: Vec<_> = devices
+        let handles: Vec<_> = ctx
+            .devices
             .iter()
-            .zip(presealed)
-            .map(|(d, pre)| {
-                let (base, server_public) = (&base, &server_public);
-                s.spawn(move || worker(base, domain, server_public, d, pre, window_start, window_end))
-            })
+            .zip(presealed.iter_mut())
+            .map(|(d, pre)| s.spawn(move || worker(ctx, d, pre, window_start, window_end)))
             .collect();
         handles.into_iter().map(|h| h.join().expect("worker panicked")).collect()
     });
     let wall = t0.elapsed();
     let cpu = crate::cpu::process_time().saturating_sub(cpu0);
+    let tally = tallies.into_iter().fold(Tally::default(), |mut t, w| {
+        t.absorb(w);
+        t
+    });
+    Window { tally, secs: duration.as_secs_f64(), wall, cpu }
+}
 
-    let mut t = Tally::default();
-    for w in tallies {
-        t.ok += w.ok;
-        t.errors += w.errors;
-        t.presealed_used += w.presealed_used;
-        t.first_error = t.first_error.or(w.first_error);
-        t.latencies.merge(w.latencies);
-    }
+/// Prints the human summary on stderr and `fields` plus the common ones on stdout.
+fn report(o: &Options, mut w: Window, fields: &str) {
+    let t = &mut w.tally;
     t.latencies.finish();
-    let secs = o.duration.as_secs_f64().max(1e-9);
-    let rate = t.ok as f64 / secs;
     let (p50, p99) = (t.latencies.percentile(50.0), t.latencies.percentile(99.0));
-    let cpu_pct = 100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9);
+    let cpu_pct = 100.0 * w.cpu.as_secs_f64() / w.wall.as_secs_f64().max(1e-9);
     eprintln!(
-        "{} workers on {} devices: {rate:.1} passcodes/s over {secs:.2} s; ok {}, errors {}",
-        o.concurrency, o.devices, t.ok, t.errors
+        "{} workers on {} devices: {:.1} passcodes/s over {:.2} s; ok {}, errors {}",
+        o.concurrency,
+        o.devices,
+        t.ok as f64 / w.secs.max(1e-9),
+        w.secs,
+        t.ok,
+        t.errors
     );
     eprintln!("  latency p50 {p50} µs, p99 {p99} µs ({} samples)", t.latencies.len());
     eprintln!(
         "  client CPU {:.2} s in {:.2} s wall ({cpu_pct:.0}% of one core); {} of the requests were pre-sealed",
-        cpu.as_secs_f64(),
-        wall.as_secs_f64(),
+        w.cpu.as_secs_f64(),
+        w.wall.as_secs_f64(),
         t.presealed_used
     );
     if let Some(e) = &t.first_error {
         eprintln!("  first error: {e}");
     }
     println!(
-        "pps={rate:.1} p50_us={p50} p99_us={p99} ok={} errors={} secs={secs:.3} workers={} devices={} \
-         cpu_secs={:.2} cpu_pct={cpu_pct:.1} presealed={}",
+        "{fields} p50_us={p50} p99_us={p99} ok={} errors={} secs={:.3} workers={} devices={} cpu_secs={:.2} \
+         cpu_pct={cpu_pct:.1} presealed={}",
         t.ok,
         t.errors,
+        w.secs,
         o.concurrency,
         o.devices,
-        cpu.as_secs_f64(),
+        w.cpu.as_secs_f64(),
         t.presealed_used
     );
-    Ok(())
+}
+
+/// The median; the mean of the middle two for an even count.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 fn agent() -> ureq::Agent {
@@ -260,18 +375,16 @@ fn seal_passcode(domain: DomainCode, server_public: &[u8], d: &Device) -> anyhow
 
 /// One device, one request at a time, until the window closes.
 fn worker(
-    base: &str,
-    domain: DomainCode,
-    server_public: &[u8],
+    ctx: &Ctx<'_>,
     d: &Device,
-    presealed: Vec<(SealedBody, ResponseKey)>,
+    presealed: &mut std::vec::IntoIter<(SealedBody, ResponseKey)>,
     window_start: Instant,
     window_end: Instant,
 ) -> Tally {
+    let (domain, server_public) = (ctx.domain, ctx.server_public);
     let agent = agent();
-    let url = format!("{base}/v1/passcode");
+    let url = format!("{}/v1/passcode", ctx.base);
     let mut tally = Tally::default();
-    let mut presealed = presealed.into_iter();
     while Instant::now() < window_end {
         let (req, from_store) = match presealed.next() {
             Some(r) => (Ok(r), true),

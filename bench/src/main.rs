@@ -71,6 +71,14 @@ struct IssueArgs {
     /// are sealed inline). Their timestamps must stay within the server's 120 s skew.
     #[arg(long, default_value_t = 0, value_name = "N")]
     preseal: usize,
+    /// Paired rounds for the issuance/argon2id ratio: each round measures the bare argon2id
+    /// rate (with the server idle) right before its issuance window, both --duration long,
+    /// and the medians are reported. 0: one issuance window, no baseline.
+    #[arg(long, default_value_t = 0, value_name = "R")]
+    rounds: usize,
+    /// Threads of each round's bare argon2id measurement (default: the number of cores)
+    #[arg(long, value_name = "T")]
+    baseline_threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +207,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             duration: std::time::Duration::from_secs_f64(a.duration),
             warmup: std::time::Duration::from_secs_f64(a.warmup),
             preseal: a.preseal,
+            rounds: a.rounds,
+            baseline_threads: a
+                .baseline_threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         }),
         Command::Argon2(a) => argon::run(a.threads, std::time::Duration::from_secs_f64(a.duration)),
     }
