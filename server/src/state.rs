@@ -18,8 +18,13 @@ pub const PASSCODE_SECRET: &str = "passcode-hmac-v1";
 pub struct AppState {
     pub store: Store,
     pub passcode_key: PasscodeKey,
-    /// Bounds concurrent argon2 and RSA work so it cannot starve the runtime or memory.
+    /// Bounds concurrent HPKE and RSA work (a fraction of a millisecond each) so it cannot
+    /// starve the runtime.
     pub crypto_permits: Arc<Semaphore>,
+    /// Bounds concurrent argon2id hashes and verifies (19 MiB and ~15 ms of one core each) to
+    /// one per core: more only time-slice the same cores and evict each other's memory from
+    /// the cache (4 threads on 2 cores verify 7–10 % fewer PINs a second than 2, BENCHMARKS.md).
+    pub argon2_permits: Arc<Semaphore>,
     /// Registrations per source address (each costs an argon2 hash).
     pub registration_limiter: Arc<RateLimiter>,
     /// On a SQLite file, the engine that decides RADIUS requests with group commit; none on
@@ -46,6 +51,7 @@ impl AppState {
             engine,
             passcode_key,
             crypto_permits: Arc::new(Semaphore::new(workers * 2)),
+            argon2_permits: Arc::new(Semaphore::new(workers)),
             registration_limiter: Arc::new(RateLimiter::new(20, std::time::Duration::from_secs(3))),
         })
     }
@@ -53,13 +59,26 @@ impl AppState {
     /// Runs CPU-heavy crypto on the blocking pool, bounded by `crypto_permits`, at a lower
     /// CPU priority ([`CRYPTO_NICE`]).
     pub async fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-        let _permit = self.crypto_permits.acquire().await?;
-        Ok(tokio::task::spawn_blocking(move || {
-            lower_priority();
-            f()
-        })
-        .await?)
+        run_lowered(&self.crypto_permits, f).await
     }
+
+    /// Runs an argon2id hash or verify on the blocking pool, bounded by `argon2_permits`, at
+    /// [`CRYPTO_NICE`].
+    pub async fn argon2<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+        run_lowered(&self.argon2_permits, f).await
+    }
+}
+
+async fn run_lowered<T: Send + 'static>(
+    permits: &Semaphore,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let _permit = permits.acquire().await?;
+    Ok(tokio::task::spawn_blocking(move || {
+        lower_priority();
+        f()
+    })
+    .await?)
 }
 
 /// The nice value of threads doing argon2 and RSA work. Issuance saturates every core with
@@ -97,6 +116,7 @@ mod tests {
         // Set, not added: a reused blocking thread stays where the first job put it.
         for _ in 0..4 {
             assert_eq!(state.blocking(nice).await.unwrap(), expected);
+            assert_eq!(state.argon2(nice).await.unwrap(), expected);
         }
         assert_eq!(nice(), before, "the runtime's own thread keeps its priority");
     }

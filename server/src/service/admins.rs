@@ -110,7 +110,7 @@ pub async fn login(
     }
     let admin = state.store.admin_by_name(username).await.map_err(anyhow::Error::from)?;
     let stored = admin.as_ref().map(|a| a.password_hash.clone());
-    let ok = state.blocking(move || password::verify(&password, stored.as_deref())).await?;
+    let ok = state.argon2(move || password::verify(&password, stored.as_deref())).await?;
     let entry_source = Some(source.to_string());
     let Some(admin) = admin.filter(|_| ok) else {
         throttle.record(&state.store, source, username, true).await?;

@@ -56,7 +56,7 @@ async fn issued(state: &AppState, domain: &DomainRow, opened: &Opened, source: I
         return Err(locked());
     };
     let (pin, hash) = (body.pin.clone(), device.pin_hash.clone());
-    let right = state.blocking(move || pin::verify(&pin, &hash)).await.map_err(|e| internal("PIN check failed", e))?;
+    let right = state.argon2(move || pin::verify(&pin, &hash)).await.map_err(|e| internal("PIN check failed", e))?;
     if !right {
         let left = (limit - count).max(0) as u32;
         let detail = if left == 0 { "wrong PIN; device locked".to_owned() } else { format!("wrong PIN; {left} left") };

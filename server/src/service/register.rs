@@ -46,11 +46,8 @@ async fn registered(
     check_fresh(state, &key_id, body.timestamp, &body.nonce).await?;
     pin::check_policy(&body.pin, domain.pin_min_length as u32).map_err(|m| refuse(ErrorKind::PinPolicy, m))?;
     let pin = body.pin.clone();
-    let pin_hash = state
-        .blocking(move || pin::hash(&pin))
-        .await
-        .and_then(|r| r)
-        .map_err(|e| internal("hashing a PIN failed", e))?;
+    let pin_hash =
+        state.argon2(move || pin::hash(&pin)).await.and_then(|r| r).map_err(|e| internal("hashing a PIN failed", e))?;
 
     let now = crate::now();
     let mut server_nonce = [0u8; 32];
