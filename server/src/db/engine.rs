@@ -15,6 +15,7 @@
 //! has passed is answered [`EngineError::Expired`] without being checked, so nothing is
 //! consumed for a requester that has already been told Reject.
 
+use std::cell::Cell;
 use std::path::Path;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -40,6 +41,29 @@ const MMAP_BYTES: i64 = 256 << 20;
 /// Kept free before the earliest deadline of a batch when waiting for a lock held by
 /// another process, so the answer still arrives in time.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(150);
+
+/// How long the engine sleeps between tries for a write lock another connection holds.
+const LOCK_POLL: Duration = Duration::from_micros(100);
+
+thread_local! {
+    /// Until when the batch being decided on this thread may wait for the write lock.
+    static LOCK_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The engine connection's busy handler. SQLite's default (`busy_timeout`) sleeps 1, 2, 5,
+/// 10, 15, 20, 25… ms between tries, so a batch that found the token API's connection
+/// committing (one fsync, about a millisecond) waited several milliseconds more than the
+/// lock was held: RADIUS p99 rose to 3.5× idle under full issuance load (BENCHMARKS.md).
+/// This one tries again every [`LOCK_POLL`] until the batch's deadline, then gives up.
+fn wait_for_lock(_tries: i32) -> bool {
+    match LOCK_DEADLINE.get() {
+        Some(deadline) if Instant::now() + LOCK_POLL < deadline => {
+            std::thread::sleep(LOCK_POLL);
+            true
+        }
+        _ => false,
+    }
+}
 
 /// Why the engine gave no decision.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +137,7 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
     // the WAL; the mapped pages count as the process's file-backed RSS.
     conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
     conn.set_prepared_statement_cache_capacity(32);
+    conn.busy_handler(Some(wait_for_lock))?;
     Ok(conn)
 }
 
@@ -147,9 +172,7 @@ where
     let Some(earliest) = live.iter().map(|p| p.deadline).min() else { return };
     // Wait for another process's write lock only as long as the most urgent request allows.
     let patience = earliest.saturating_duration_since(now).saturating_sub(DEADLINE_MARGIN);
-    if let Err(e) = conn.busy_timeout(patience) {
-        tracing::error!(error = %e, "cannot set the SQLite busy timeout");
-    }
+    LOCK_DEADLINE.set(Some(now + patience));
     let jobs: Vec<&J> = live.iter().map(|p| &p.job).collect();
     match transaction(conn, &jobs, handler) {
         Ok(outcomes) => {
