@@ -40,8 +40,9 @@ impl AppState {
         let engine = match store.sqlite_file() {
             Some(path) => {
                 let key = passcode_key.clone();
-                let decide =
-                    move |ledger: &mut TxLedger<'_>, request: &Request| decide_in_transaction(ledger, &key, request);
+                let decide = move |ledger: &mut TxLedger<'_, '_>, request: &Request| {
+                    decide_in_transaction(ledger, &key, request)
+                };
                 Some(Engine::start(path, decide)?)
             }
             None => None,

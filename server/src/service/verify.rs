@@ -129,7 +129,7 @@ fn transient(e: &anyhow::Error) -> bool {
 /// The engine's handler: the rules over a ledger whose operations never wait (plain calls on
 /// the engine's thread), so the sequence completes in one poll without an async runtime.
 pub(crate) fn decide_in_transaction(
-    ledger: &mut TxLedger<'_>,
+    ledger: &mut TxLedger<'_, '_>,
     key: &PasscodeKey,
     request: &Request,
 ) -> anyhow::Result<Decision> {
