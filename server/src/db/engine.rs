@@ -43,6 +43,9 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(150);
 
 /// How long the engine sleeps between tries for a write lock another connection holds.
 const LOCK_POLL: Duration = Duration::from_micros(100);
+/// How long preparing the statements may wait for a lock at startup (rusqlite's default
+/// `busy_timeout`, which the engine's own handler replaces).
+const STARTUP_PATIENCE: Duration = Duration::from_secs(5);
 
 thread_local! {
     /// Until when the batch being decided on this thread may wait for the write lock.
@@ -106,6 +109,7 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
     {
         let conn = open(path)?;
         // Fail here, at startup, rather than on the engine's thread.
+        LOCK_DEADLINE.set(Some(Instant::now() + STARTUP_PATIENCE));
         Prepared::new(&conn).context("cannot prepare the verification statements")?;
         let (queue, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
@@ -145,6 +149,7 @@ fn run<J, O, H>(conn: Connection, mut rx: mpsc::Receiver<Pending<J, O>>, mut han
 where
     H: FnMut(&mut TxLedger<'_, '_>, &J) -> anyhow::Result<O>,
 {
+    LOCK_DEADLINE.set(Some(Instant::now() + STARTUP_PATIENCE));
     let mut stmts = match Prepared::new(&conn) {
         Ok(s) => s,
         Err(e) => {
