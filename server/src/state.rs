@@ -57,14 +57,14 @@ impl AppState {
         })
     }
 
-    /// Runs CPU-heavy crypto on the blocking pool, bounded by `crypto_permits`, at a lower
-    /// CPU priority ([`CRYPTO_NICE`]).
+    /// Runs CPU-heavy crypto on the blocking pool, bounded by `crypto_permits`, at the
+    /// lowest CPU priority (`SCHED_IDLE`, see [`lower_priority`]).
     pub async fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
         run_lowered(&self.crypto_permits, f).await
     }
 
     /// Runs an argon2id hash or verify on the blocking pool, bounded by `argon2_permits`, at
-    /// [`CRYPTO_NICE`].
+    /// the lowest CPU priority.
     pub async fn argon2<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
         run_lowered(&self.argon2_permits, f).await
     }
@@ -82,18 +82,33 @@ async fn run_lowered<T: Send + 'static>(
     .await?)
 }
 
-/// The nice value of threads doing argon2 and RSA work. Issuance saturates every core with
-/// argon2id (tens of milliseconds each); at the same priority the RADIUS path waited its turn
-/// behind it (RADIUS p99 at 16 in flight rose 3× under full issuance load, BENCHMARKS.md). At
-/// nice 10 the scheduler gives a runnable RADIUS thread about 9 parts in 10 of a contended
-/// core, while argon2 still has all of any core RADIUS leaves idle.
+/// The nice value of threads doing argon2 and RSA work where `SCHED_IDLE` is refused.
 pub const CRYPTO_NICE: i32 = 10;
 
-/// Raises the calling thread's nice value to [`CRYPTO_NICE`] unless it is already at least
-/// that (a server started under `nice 19` stays there). Linux keeps a nice value per thread,
-/// and an unprivileged thread may always lower its own priority. Cheap (two syscalls), so it
-/// is simply repeated for every job on a reused blocking thread.
+/// Puts the calling thread under Linux's `SCHED_IDLE` policy, or at nice [`CRYPTO_NICE`] if
+/// that is refused. Issuance saturates every core with argon2id (tens of milliseconds each);
+/// a RADIUS thread that wakes must get a core at once. At nice 10 it often did not: this
+/// kernel's scheduler (EEVDF) lets a running task finish its slice, and RADIUS threads
+/// waited up to 4 ms behind argon2 (`perf sched`; RADIUS p99 at 16 in flight 2.2-7.1 ms
+/// beside a nice-10 argon2 process against 1.1-1.4 ms beside a `SCHED_IDLE` one,
+/// BENCHMARKS.md). A `SCHED_IDLE` thread is preempted by any other thread that wakes, and
+/// still has every cycle the rest leave idle. Linux keeps the policy per thread, and a
+/// thread may always lower its own; it is set once and kept on a reused blocking thread.
 fn lower_priority() {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy, set_thread_priority_and_policy,
+        thread_native_id, thread_schedule_policy,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if thread_schedule_policy().is_ok_and(|p| p == idle) {
+        return;
+    }
+    // The crate also sets the nice value to 0 for this policy, where nice has no effect;
+    // that part may be refused (a server started under `nice`): only the policy counts.
+    let _ = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle);
+    if thread_schedule_policy().is_ok_and(|p| p == idle) {
+        return;
+    }
     use rustix::process::{getpriority_process, setpriority_process};
     let result = getpriority_process(None)
         .and_then(|now| if now < CRYPTO_NICE { setpriority_process(None, CRYPTO_NICE) } else { Ok(()) });
@@ -105,20 +120,27 @@ fn lower_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy, thread_schedule_policy};
 
     #[tokio::test]
-    async fn crypto_work_runs_at_the_lower_priority_and_the_runtime_does_not() {
+    async fn crypto_work_runs_under_sched_idle_and_the_runtime_does_not() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
         let state = AppState::new(store).await.unwrap();
-        let nice = || rustix::process::getpriority_process(None).unwrap();
-        let before = nice();
-        let expected = before.max(CRYPTO_NICE);
-        // Set, not added: a reused blocking thread stays where the first job put it.
+        let policy = || thread_schedule_policy().unwrap();
+        let before = policy();
+        assert_ne!(before, ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle));
+        // Kept: a reused blocking thread stays where the first job put it.
         for _ in 0..4 {
-            assert_eq!(state.blocking(nice).await.unwrap(), expected);
-            assert_eq!(state.argon2(nice).await.unwrap(), expected);
+            assert_eq!(
+                state.blocking(policy).await.unwrap(),
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)
+            );
+            assert_eq!(
+                state.argon2(policy).await.unwrap(),
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)
+            );
         }
-        assert_eq!(nice(), before, "the runtime's own thread keeps its priority");
+        assert_eq!(policy(), before, "the runtime's own thread keeps its policy");
     }
 }
