@@ -111,10 +111,16 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         // Fail here, at startup, rather than on the engine's thread.
         LOCK_DEADLINE.set(Some(Instant::now() + STARTUP_PATIENCE));
         Prepared::new(&conn).context("cannot prepare the verification statements")?;
+        // The checkpoint thread ends with this one, when `checkpoints` is dropped.
+        let (checkpoints, stop) = std::sync::mpsc::channel::<()>();
+        super::checkpoint::start(path, stop)?;
         let (queue, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("tessera-sqlite".into())
-            .spawn(move || run(conn, rx, handler))
+            .spawn(move || {
+                run(conn, rx, handler);
+                drop(checkpoints);
+            })
             .context("cannot start the SQLite verification thread")?;
         Ok(Self { queue })
     }
@@ -141,6 +147,8 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
     // 10 % less CPU per request with 150,000 users (BENCHMARKS.md). Writes still go through
     // the WAL; the mapped pages count as the process's file-backed RSS.
     conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+    // Checkpoints run on their own thread (`db::checkpoint`); this one's only if it lags.
+    conn.pragma_update(None, "wal_autocheckpoint", super::checkpoint::ENGINE_FALLBACK)?;
     conn.busy_handler(Some(wait_for_lock))?;
     Ok(conn)
 }

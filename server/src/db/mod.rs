@@ -4,6 +4,7 @@
 
 pub mod admins;
 pub mod audit;
+pub mod checkpoint;
 pub mod clients;
 pub mod console;
 pub mod devices;

@@ -1,0 +1,110 @@
+//! WAL checkpoints off the verification engine's thread.
+//!
+//! SQLite copies the write-ahead log back into the database file at a checkpoint. Left to
+//! itself it does so inside the commit that takes the WAL past 1,000 pages, on the
+//! committing thread: under load the engine stopped every ~80 ms for a checkpoint of about
+//! a thousand pages and two fsyncs, and the requests of that batch and the next waited
+//! (RADIUS p99 at 64 in flight 3.0–3.8 ms, BENCHMARKS.md). Letting the WAL grow instead is
+//! worse: appending to a growing file makes every commit's fsync slower.
+//!
+//! This thread, with a connection of its own, copies the log concurrently (`PASSIVE`: it
+//! never blocks the engine) every [`POLL`]. A passive checkpoint cannot restart the log
+//! while the engine keeps appending, so once the log holds [`RESTART_AT`] frames and all
+//! but [`RESTART_LEFT`] of them are copied, it finishes with a `RESTART` checkpoint, which
+//! holds the writers back only while it copies those few frames and syncs, and makes the
+//! next commit write the log from its start again. The engine keeps SQLite's own
+//! checkpoint as a fallback at [`ENGINE_FALLBACK`] frames, should this thread fall behind.
+
+use std::path::Path;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rusqlite::Connection;
+
+/// How often the log is copied.
+const POLL: Duration = Duration::from_millis(20);
+/// Frames in the log after which it is restarted (SQLite's own default threshold).
+const RESTART_AT: i64 = 1000;
+/// Frames still to copy below which the restart is attempted: the engine waits while they
+/// are copied.
+const RESTART_LEFT: i64 = 64;
+/// How long a `RESTART` checkpoint waits for the engine's current batch and for readers.
+const RESTART_PATIENCE: Duration = Duration::from_millis(50);
+/// The engine connection's `wal_autocheckpoint`: only reached if this thread falls behind.
+pub const ENGINE_FALLBACK: i64 = 10_000;
+
+/// Starts the checkpoint thread for the database file at `path`; it ends when `stop`'s
+/// sender is dropped.
+pub fn start(path: &Path, stop: Receiver<()>) -> anyhow::Result<()> {
+    let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(RESTART_PATIENCE)?;
+    std::thread::Builder::new()
+        .name("tessera-ckpt".into())
+        .spawn(move || run(&conn, &stop))
+        .context("cannot start the SQLite checkpoint thread")?;
+    Ok(())
+}
+
+/// `(busy, frames in the log, frames copied)` after a checkpoint in `mode`.
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+}
+
+fn run(conn: &Connection, stop: &Receiver<()>) {
+    let mut failing = false;
+    loop {
+        match stop.recv_timeout(POLL) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let result = checkpoint(conn, "PASSIVE").and_then(|(_, log, copied)| {
+            if log >= RESTART_AT && log - copied <= RESTART_LEFT {
+                // Busy (the engine or a reader held on past the patience) is not an
+                // error: the next round tries again.
+                checkpoint(conn, "RESTART")?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("WAL checkpoints work again");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "WAL checkpoint failed; SQLite's own checkpoints take over");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_restarts_while_a_writer_keeps_committing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let writer = Connection::open(&path).unwrap();
+        writer.pragma_update(None, "journal_mode", "WAL").unwrap();
+        // As on the engine: SQLite's own checkpoint out of the way.
+        writer.pragma_update(None, "wal_autocheckpoint", ENGINE_FALLBACK).unwrap();
+        writer.execute_batch("CREATE TABLE t (v BLOB NOT NULL)").unwrap();
+        let (keep, stop) = std::sync::mpsc::channel();
+        start(&path, stop).unwrap();
+        // Four pages a commit, 1,500 commits: 6,000 frames (25 MB) without checkpoints. A
+        // restarted log is written from its start again, so the file stops growing.
+        for _ in 0..1500 {
+            writer.execute("INSERT INTO t (v) VALUES (zeroblob(4 * 4000))", []).unwrap();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let frames = std::fs::metadata(dir.path().join("c.db-wal")).unwrap().len() / (4096 + 24);
+        assert!(frames < 3 * RESTART_AT as u64, "the log grew to {frames} frames");
+        drop(keep);
+    }
+}
