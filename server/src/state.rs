@@ -43,7 +43,9 @@ impl AppState {
                 let decide = move |ledger: &mut TxLedger<'_, '_>, request: &Request| {
                     decide_in_transaction(ledger, &key, request)
                 };
-                Some(Engine::start(path, decide)?)
+                // A Reject is answered without waiting for its batch's fsync (db::engine).
+                let early = |d: &Decision| matches!(d, Decision::Reject(_));
+                Some(Engine::start(path, decide, early)?)
             }
             None => None,
         };

@@ -6,9 +6,12 @@
 //! Why a thread of its own: through sqlx every statement hopped between tokio and sqlx's
 //! SQLite worker and every consumption, failure count and audit row was its own commit.
 //! SQLite has one writer at a time anyway, so serialising the checks on one thread loses no
-//! parallelism and lets a batch share one fsync. A request is answered only after the batch
-//! holding it has committed: an Accept is never sent for a consumption a crash or power loss
-//! could still undo. A batch that fails is rolled back and its requests retried one by one,
+//! parallelism and lets a batch share one fsync. An Accept is answered only after the batch
+//! holding it has committed: it is never sent for a consumption a crash or power loss could
+//! still undo. A Reject (an outcome `early` accepts) is answered as soon as it is decided:
+//! nothing it writes (a failure count, an audit row) makes a later answer unsafe if lost, so
+//! it need not wait for the fsync; those rows commit with the batch, and a crash before
+//! that loses them. A batch that fails is rolled back and its requests retried one by one,
 //! so one bad request cannot fail its neighbours.
 //!
 //! The queue is bounded ([`QUEUE`]); each request carries a deadline, and one whose deadline
@@ -82,11 +85,19 @@ pub enum EngineError {
     Failed(String),
 }
 
-/// One queued request with its deadline and where to send the answer.
+/// One queued request with its deadline and where to send the answer (taken once sent).
 struct Pending<J, O> {
     job: J,
     deadline: Instant,
-    reply: oneshot::Sender<Result<O, EngineError>>,
+    reply: Option<oneshot::Sender<Result<O, EngineError>>>,
+}
+
+impl<J, O> Pending<J, O> {
+    fn answer(&mut self, answer: Result<O, EngineError>) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(answer);
+        }
+    }
 }
 
 /// The handle requests are submitted through; cheap to clone.
@@ -102,8 +113,10 @@ impl<J, O> Clone for Engine<J, O> {
 
 impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
     /// Opens the database file at `path` and starts the engine thread; `handler` decides one
-    /// job inside the current batch's transaction. The thread ends when every handle is gone.
-    pub fn start<H>(path: &Path, handler: H) -> anyhow::Result<Self>
+    /// job inside the current batch's transaction. An outcome for which `early` is true is
+    /// answered at once, before the batch commits; the others after the commit. The thread
+    /// ends when every handle is gone.
+    pub fn start<H>(path: &Path, handler: H, early: fn(&O) -> bool) -> anyhow::Result<Self>
     where
         H: FnMut(&mut TxLedger<'_, '_>, &J) -> anyhow::Result<O> + Send + 'static,
     {
@@ -118,7 +131,7 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         std::thread::Builder::new()
             .name("tessera-sqlite".into())
             .spawn(move || {
-                run(conn, rx, handler);
+                run(conn, rx, handler, early);
                 drop(checkpoints);
             })
             .context("cannot start the SQLite verification thread")?;
@@ -128,7 +141,7 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
     /// Queues `job` and waits for its decision, committed.
     pub async fn submit(&self, job: J, deadline: Instant) -> Result<O, EngineError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.try_send(Pending { job, deadline, reply }).map_err(|e| match e {
+        self.queue.try_send(Pending { job, deadline, reply: Some(reply) }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => EngineError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
         })?;
@@ -153,7 +166,7 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
-fn run<J, O, H>(conn: Connection, mut rx: mpsc::Receiver<Pending<J, O>>, mut handler: H)
+fn run<J, O, H>(conn: Connection, mut rx: mpsc::Receiver<Pending<J, O>>, mut handler: H, early: fn(&O) -> bool)
 where
     H: FnMut(&mut TxLedger<'_, '_>, &J) -> anyhow::Result<O>,
 {
@@ -174,7 +187,7 @@ where
                 Err(_) => break,
             }
         }
-        decide_batch(&conn, &mut stmts, &mut batch, &mut handler);
+        decide_batch(&conn, &mut stmts, &mut batch, &mut handler, early);
     }
     tracing::debug!("SQLite verification engine stopped");
 }
@@ -185,57 +198,76 @@ fn decide_batch<'c, J, O, H>(
     stmts: &mut Prepared<'c>,
     batch: &mut Vec<Pending<J, O>>,
     handler: &mut H,
+    early: fn(&O) -> bool,
 ) where
     H: FnMut(&mut TxLedger<'_, 'c>, &J) -> anyhow::Result<O>,
 {
     let now = Instant::now();
-    let (live, late): (Vec<_>, Vec<_>) = batch.drain(..).partition(|p| p.deadline > now + DEADLINE_MARGIN);
-    for p in late {
-        let _ = p.reply.send(Err(EngineError::Expired));
+    let (mut live, late): (Vec<_>, Vec<_>) = batch.drain(..).partition(|p| p.deadline > now + DEADLINE_MARGIN);
+    for mut p in late {
+        p.answer(Err(EngineError::Expired));
     }
     let Some(earliest) = live.iter().map(|p| p.deadline).min() else { return };
     // Wait for another process's write lock only as long as the most urgent request allows.
     let patience = earliest.saturating_duration_since(now).saturating_sub(DEADLINE_MARGIN);
     LOCK_DEADLINE.set(Some(now + patience));
-    let jobs: Vec<&J> = live.iter().map(|p| &p.job).collect();
-    match transaction(conn, stmts, &jobs, handler) {
+    let failure = match transaction(conn, stmts, &mut live, handler, early) {
         Ok(outcomes) => {
-            for (p, o) in live.into_iter().zip(outcomes) {
-                let _ = p.reply.send(Ok(o));
+            for (mut p, o) in live.into_iter().zip(outcomes) {
+                if let Some(o) = o {
+                    p.answer(Ok(o));
+                }
             }
+            return;
         }
-        Err(e) if is_busy(&e) => {
-            for p in live {
-                let _ = p.reply.send(Err(EngineError::Busy));
-            }
+        Err(e) => e,
+    };
+    // Rolled back. Requests already answered (early) are not decided again: a second
+    // decision could differ from the answer sent (a passcode the rolled-back batch had
+    // consumed is unused again); their failure counts and audit rows are lost.
+    let answered = live.iter().filter(|p| p.reply.is_none()).count();
+    live.retain(|p| p.reply.is_some());
+    if answered > 0 {
+        tracing::warn!(answered, "batch rolled back after some Rejects were sent; their audit rows are lost");
+    }
+    if is_busy(&failure) {
+        for mut p in live {
+            p.answer(Err(EngineError::Busy));
         }
-        Err(e) if live.len() == 1 => {
-            let _ = live.into_iter().next().map(|p| p.reply.send(Err(EngineError::Failed(format!("{e:#}")))));
-        }
-        Err(e) => {
-            tracing::warn!(
-                error = format!("{e:#}"),
-                requests = live.len(),
-                "batch failed; deciding its requests one by one"
-            );
-            for p in live {
-                let answer = transaction(conn, stmts, &[&p.job], handler)
-                    .map(|mut o| o.remove(0))
-                    .map_err(|e| if is_busy(&e) { EngineError::Busy } else { EngineError::Failed(format!("{e:#}")) });
-                let _ = p.reply.send(answer);
+    } else if live.len() == 1 {
+        live[0].answer(Err(EngineError::Failed(format!("{failure:#}"))));
+    } else if !live.is_empty() {
+        tracing::warn!(
+            error = format!("{failure:#}"),
+            requests = live.len(),
+            "batch failed; deciding its requests one by one"
+        );
+        for p in &mut live {
+            match transaction(conn, stmts, std::slice::from_mut(p), handler, early) {
+                Ok(mut o) => {
+                    if let Some(o) = o.remove(0) {
+                        p.answer(Ok(o));
+                    }
+                }
+                Err(e) => {
+                    let e = if is_busy(&e) { EngineError::Busy } else { EngineError::Failed(format!("{e:#}")) };
+                    p.answer(Err(e));
+                }
             }
         }
     }
 }
 
-/// Runs `handler` for each job in one write transaction and commits; any error rolls the
-/// whole transaction back.
+/// Runs `handler` for each request in one write transaction and commits; any error rolls
+/// the whole transaction back. Outcomes `early` accepts are answered as they are decided
+/// (`None` in the result); the others are returned for answering after the commit.
 fn transaction<'c, J, O, H>(
     conn: &'c Connection,
     stmts: &mut Prepared<'c>,
-    jobs: &[&J],
+    requests: &mut [Pending<J, O>],
     handler: &mut H,
-) -> anyhow::Result<Vec<O>>
+    early: fn(&O) -> bool,
+) -> anyhow::Result<Vec<Option<O>>>
 where
     H: FnMut(&mut TxLedger<'_, 'c>, &J) -> anyhow::Result<O>,
 {
@@ -243,11 +275,17 @@ where
     // Unchecked (by `&Connection`): the engine's statements borrow the connection for its
     // whole life, and this thread runs one transaction at a time.
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
-    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut outcomes = Vec::with_capacity(requests.len());
     {
         let mut ledger = TxLedger { conn, stmts };
-        for job in jobs {
-            outcomes.push(handler(&mut ledger, job)?);
+        for p in requests.iter_mut() {
+            let outcome = handler(&mut ledger, &p.job)?;
+            if early(&outcome) {
+                p.answer(Ok(outcome));
+                outcomes.push(None);
+            } else {
+                outcomes.push(Some(outcome));
+            }
         }
     }
     tx.commit()?;
@@ -361,7 +399,7 @@ mod tests {
 
     /// Tessera's schema (the engine prepares its statements against it) plus a table `t` on a
     /// fresh file, and an engine whose handler inserts the job's value, failing for negative
-    /// values.
+    /// values, and answers outcomes that end in 1 early.
     fn engine() -> (tempfile::TempDir, std::path::PathBuf, Engine<i64, i64>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.db");
@@ -370,14 +408,34 @@ mod tests {
             conn.execute_batch(migration.sql.as_ref()).unwrap();
         }
         conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)").unwrap();
-        let engine = Engine::start(&path, insert_or_fail).unwrap();
+        let engine = Engine::start(&path, insert_or_fail, ends_in_one).unwrap();
         (dir, path, engine)
     }
 
+    /// Inserts `v` and answers `10 v + 1` for odd `v` (early), `10 v` for even `v`.
     fn insert_or_fail(ledger: &mut TxLedger<'_, '_>, v: &i64) -> anyhow::Result<i64> {
         anyhow::ensure!(*v >= 0, "negative");
         ledger.conn.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
-        Ok(*v * 2)
+        Ok(*v * 10 + *v % 2)
+    }
+
+    fn ends_in_one(o: &i64) -> bool {
+        o % 10 == 1
+    }
+
+    /// Decides `jobs` as one batch on a connection of its own; the answers in job order.
+    fn decide(path: &Path, jobs: &[i64]) -> Vec<Result<i64, EngineError>> {
+        let conn = open(path).unwrap();
+        let mut stmts = Prepared::new(&conn).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (mut batch, mut answers) = (Vec::new(), Vec::new());
+        for &job in jobs {
+            let (reply, answer) = oneshot::channel();
+            batch.push(Pending { job, deadline, reply: Some(reply) });
+            answers.push(answer);
+        }
+        decide_batch(&conn, &mut stmts, &mut batch, &mut insert_or_fail, ends_in_one);
+        answers.into_iter().map(|a| a.blocking_recv().unwrap()).collect()
     }
 
     fn stored(path: &Path) -> Vec<i64> {
@@ -389,22 +447,29 @@ mod tests {
     #[test]
     fn a_failing_request_does_not_fail_its_batch_neighbours() {
         let (_dir, path, _engine) = engine();
-        let conn = open(&path).unwrap();
-        let mut stmts = Prepared::new(&conn).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let (mut batch, mut answers) = (Vec::new(), Vec::new());
-        for job in [1, -1, 2, 3] {
-            let (reply, answer) = oneshot::channel();
-            batch.push(Pending { job, deadline, reply });
-            answers.push(answer);
-        }
-        decide_batch(&conn, &mut stmts, &mut batch, &mut insert_or_fail);
-        let answers: Vec<_> = answers.into_iter().map(|a| a.blocking_recv().unwrap()).collect();
-        assert_eq!(answers[0].as_ref().unwrap(), &2);
+        let answers = decide(&path, &[2, -1, 4, 6]);
+        assert_eq!(answers[0].as_ref().unwrap(), &20);
         assert!(matches!(answers[1], Err(EngineError::Failed(_))));
-        assert_eq!(answers[2].as_ref().unwrap(), &4);
-        assert_eq!(answers[3].as_ref().unwrap(), &6);
-        assert_eq!(stored(&path), vec![1, 2, 3], "the failed request changed nothing, the others committed");
+        assert_eq!(answers[2].as_ref().unwrap(), &40);
+        assert_eq!(answers[3].as_ref().unwrap(), &60);
+        assert_eq!(stored(&path), vec![2, 4, 6], "the failed request changed nothing, the others committed");
+    }
+
+    #[test]
+    fn an_early_answer_is_sent_even_when_its_batch_rolls_back_and_never_twice() {
+        let (_dir, path, _engine) = engine();
+        // 3 is answered as soon as it is decided; -1 then fails the batch. 3 keeps its one
+        // answer and is not decided again (its row is lost); 2 and 4 are retried alone.
+        let answers = decide(&path, &[2, 3, -1, 4]);
+        assert_eq!(answers[0].as_ref().unwrap(), &20);
+        assert_eq!(answers[1].as_ref().unwrap(), &31);
+        assert!(matches!(answers[2], Err(EngineError::Failed(_))));
+        assert_eq!(answers[3].as_ref().unwrap(), &40);
+        assert_eq!(stored(&path), vec![2, 4]);
+        // Without a failure, an early answer's writes commit with its batch.
+        let answers = decide(&path, &[5, 6]);
+        assert_eq!((answers[0].as_ref().unwrap(), answers[1].as_ref().unwrap()), (&51, &60));
+        assert_eq!(stored(&path), vec![2, 4, 5, 6]);
     }
 
     #[tokio::test]
@@ -425,6 +490,6 @@ mod tests {
         assert!(matches!(answer, Err(EngineError::Busy)), "{answer:?}");
         assert!(start.elapsed() < Duration::from_millis(600), "answered before the deadline");
         holder.execute_batch("ROLLBACK").unwrap();
-        assert_eq!(engine.submit(1, Instant::now() + Duration::from_secs(5)).await.unwrap(), 2);
+        assert_eq!(engine.submit(2, Instant::now() + Duration::from_secs(5)).await.unwrap(), 20);
     }
 }
