@@ -9,11 +9,13 @@
 //!
 //! This thread, with a connection of its own, copies the log concurrently (`PASSIVE`: it
 //! never blocks the engine) every [`POLL`]. A passive checkpoint cannot restart the log
-//! while the engine keeps appending, so once the log holds [`RESTART_AT`] frames and all
-//! but [`RESTART_LEFT`] of them are copied, it finishes with a `RESTART` checkpoint, which
-//! holds the writers back only while it copies those few frames and syncs, and makes the
-//! next commit write the log from its start again. The engine keeps SQLite's own
-//! checkpoint as a fallback at [`ENGINE_FALLBACK`] frames, should this thread fall behind.
+//! while the engine keeps appending (and a log that only grows makes every fsync dearer:
+//! 19–21k Accepts/s at 16 in flight instead of 31–34k), so once the log holds
+//! [`RESTART_AT`] frames it follows the passive copy with a `RESTART` checkpoint. That one
+//! holds the engine back only while it copies the frames appended since the passive copy
+//! began and syncs, and makes the next commit write the log from its start again. The
+//! engine keeps SQLite's own checkpoint as a fallback at [`ENGINE_FALLBACK`] frames, should
+//! this thread fall behind.
 
 use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -26,9 +28,6 @@ use rusqlite::Connection;
 const POLL: Duration = Duration::from_millis(20);
 /// Frames in the log after which it is restarted (SQLite's own default threshold).
 const RESTART_AT: i64 = 1000;
-/// Frames still to copy below which the restart is attempted: the engine waits while they
-/// are copied.
-const RESTART_LEFT: i64 = 64;
 /// How long a `RESTART` checkpoint waits for the engine's current batch and for readers.
 const RESTART_PATIENCE: Duration = Duration::from_millis(50);
 /// The engine connection's `wal_autocheckpoint`: only reached if this thread falls behind.
@@ -59,8 +58,8 @@ fn run(conn: &Connection, stop: &Receiver<()>) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
-        let result = checkpoint(conn, "PASSIVE").and_then(|(_, log, copied)| {
-            if log >= RESTART_AT && log - copied <= RESTART_LEFT {
+        let result = checkpoint(conn, "PASSIVE").and_then(|(busy, log, _)| {
+            if busy == 0 && log >= RESTART_AT {
                 // Busy (the engine or a reader held on past the patience) is not an
                 // error: the next round tries again.
                 checkpoint(conn, "RESTART")?;
