@@ -78,11 +78,18 @@ pub struct DevicePublicKey(VerifyingKey<Sha256>);
 
 impl DevicePublicKey {
     /// Parses SubjectPublicKeyInfo DER and insists on the protocol's key size, so a peer
-    /// cannot register a weak key or a huge one that is expensive to verify with.
+    /// cannot register a weak key or a huge one that is expensive to verify with, and on the
+    /// token's own encoding (rsaEncryption), so that one key has one [`device_id`]: `rsa`
+    /// also accepts the same key under id-RSASSA-PSS, which would give it a second id and
+    /// let its holder register it twice (found by the `token_fields` fuzz target).
     pub fn from_der(der: &[u8]) -> Result<Self, DeviceKeyError> {
         use rsa::traits::PublicKeyParts;
         let key = RsaPublicKey::from_public_key_der(der).map_err(|_| DeviceKeyError::BadPublicKey)?;
         if key.size() * 8 != crate::DEVICE_KEY_BITS {
+            return Err(DeviceKeyError::BadPublicKey);
+        }
+        let canonical = key.to_public_key_der().map_err(|_| DeviceKeyError::BadPublicKey)?;
+        if canonical.as_bytes() != der {
             return Err(DeviceKeyError::BadPublicKey);
         }
         Ok(Self(VerifyingKey::new(key)))
@@ -148,6 +155,23 @@ mod tests {
         bad[5] ^= 1;
         assert_eq!(public.verify(&msg, &bad), Err(DeviceKeyError::BadSignature));
         assert_eq!(public.verify(&msg, &sig[..10]), Err(DeviceKeyError::BadSignature));
+    }
+
+    #[test]
+    fn a_key_is_accepted_only_in_the_tokens_encoding() {
+        let der = key().public_key_der();
+        // The same key under id-RSASSA-PSS without parameters: AlgorithmIdentifier
+        // SEQUENCE { OID 1.2.840.113549.1.1.10 } instead of { rsaEncryption, NULL }.
+        let rsa_encryption = [0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
+        assert_eq!(&der[4..19], &rsa_encryption);
+        let outer = u16::from_be_bytes([der[2], der[3]]) - 2;
+        let mut pss = vec![0x30, 0x82];
+        pss.extend(outer.to_be_bytes());
+        pss.extend([0x30, 0x0b, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a]);
+        pss.extend(&der[19..]);
+        assert!(RsaPublicKey::from_public_key_der(&pss).is_ok(), "rsa itself takes this encoding");
+        assert!(DevicePublicKey::from_der(&der).is_ok());
+        assert_eq!(DevicePublicKey::from_der(&pss).err(), Some(DeviceKeyError::BadPublicKey));
     }
 
     #[test]
