@@ -85,7 +85,7 @@ async fn run_lowered<T: Send + 'static>(
 }
 
 /// The nice value of threads doing argon2 and RSA work where `SCHED_IDLE` is refused.
-pub const CRYPTO_NICE: i32 = 10;
+const CRYPTO_NICE: i32 = 10;
 
 /// Puts the calling thread under Linux's `SCHED_IDLE` policy, or at nice [`CRYPTO_NICE`] if
 /// that is refused. Issuance saturates every core with argon2id (tens of milliseconds each);

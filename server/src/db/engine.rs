@@ -211,17 +211,7 @@ fn decide_batch<'c, J, O, H>(
     // Wait for another process's write lock only as long as the most urgent request allows.
     let patience = earliest.saturating_duration_since(now).saturating_sub(DEADLINE_MARGIN);
     LOCK_DEADLINE.set(Some(now + patience));
-    let failure = match transaction(conn, stmts, &mut live, handler, early) {
-        Ok(outcomes) => {
-            for (mut p, o) in live.into_iter().zip(outcomes) {
-                if let Some(o) = o {
-                    p.answer(Ok(o));
-                }
-            }
-            return;
-        }
-        Err(e) => e,
-    };
+    let Err(failure) = transaction(conn, stmts, &mut live, handler, early) else { return };
     // Rolled back. Requests already answered (early) are not decided again: a second
     // decision could differ from the answer sent (a passcode the rolled-back batch had
     // consumed is unused again); their failure counts and audit rows are lost.
@@ -243,31 +233,24 @@ fn decide_batch<'c, J, O, H>(
             "batch failed; deciding its requests one by one"
         );
         for p in &mut live {
-            match transaction(conn, stmts, std::slice::from_mut(p), handler, early) {
-                Ok(mut o) => {
-                    if let Some(o) = o.remove(0) {
-                        p.answer(Ok(o));
-                    }
-                }
-                Err(e) => {
-                    let e = if is_busy(&e) { EngineError::Busy } else { EngineError::Failed(format!("{e:#}")) };
-                    p.answer(Err(e));
-                }
+            if let Err(e) = transaction(conn, stmts, std::slice::from_mut(p), handler, early) {
+                let e = if is_busy(&e) { EngineError::Busy } else { EngineError::Failed(format!("{e:#}")) };
+                p.answer(Err(e));
             }
         }
     }
 }
 
 /// Runs `handler` for each request in one write transaction and commits; any error rolls
-/// the whole transaction back. Outcomes `early` accepts are answered as they are decided
-/// (`None` in the result); the others are returned for answering after the commit.
+/// the whole transaction back. Outcomes `early` accepts are answered as they are decided,
+/// the others once the commit has succeeded; on an error, those are left unanswered.
 fn transaction<'c, J, O, H>(
     conn: &'c Connection,
     stmts: &mut Prepared<'c>,
     requests: &mut [Pending<J, O>],
     handler: &mut H,
     early: fn(&O) -> bool,
-) -> anyhow::Result<Vec<Option<O>>>
+) -> anyhow::Result<()>
 where
     H: FnMut(&mut TxLedger<'_, 'c>, &J) -> anyhow::Result<O>,
 {
@@ -275,21 +258,23 @@ where
     // Unchecked (by `&Connection`): the engine's statements borrow the connection for its
     // whole life, and this thread runs one transaction at a time.
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
-    let mut outcomes = Vec::with_capacity(requests.len());
+    let mut decided = Vec::with_capacity(requests.len());
     {
         let mut ledger = TxLedger { conn, stmts };
-        for p in requests.iter_mut() {
+        for (i, p) in requests.iter_mut().enumerate() {
             let outcome = handler(&mut ledger, &p.job)?;
             if early(&outcome) {
                 p.answer(Ok(outcome));
-                outcomes.push(None);
             } else {
-                outcomes.push(Some(outcome));
+                decided.push((i, outcome));
             }
         }
     }
     tx.commit()?;
-    Ok(outcomes)
+    for (i, outcome) in decided {
+        requests[i].answer(Ok(outcome));
+    }
+    Ok(())
 }
 
 /// SQLite's "busy" or "locked": another connection holds the write lock.
