@@ -112,6 +112,10 @@ struct SeedArgs {
     /// same SQL statements into transactions; slow, for cross-checking small seeds
     #[arg(long)]
     per_row: bool,
+    /// Give the K users seeded before (same --prefix) a new passcode each, through the
+    /// issuance path's own transaction, instead of creating users
+    #[arg(long, conflicts_with = "per_row")]
+    reissue: bool,
     /// Prefix of the generated usernames
     #[arg(long, default_value = "u", value_name = "PREFIX")]
     prefix: String,
@@ -177,6 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out: a.out,
                 batch: a.batch.max(1),
                 per_row: a.per_row,
+                reissue: a.reissue,
                 prefix: a.prefix,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

@@ -8,6 +8,11 @@
 //! from server/src/db/{devices,passcodes,audit}.rs) for `--batch` users per transaction; the
 //! passcode and its hash still come from the server's code. A final check reads sample
 //! users back through `Store::user_by_name` and `Store::recent_passcodes`, the verify path.
+//!
+//! `--reissue` gives the K users seeded before a new passcode each, through issuance's own
+//! `Store::insert_passcode` (which replaces the device's unused one): the scale benchmark
+//! with 1,000 users runs several short windows, each after such a round, since a window
+//! consumes every passcode.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -33,6 +38,7 @@ pub struct Options {
     pub out: PathBuf,
     pub batch: u64,
     pub per_row: bool,
+    pub reissue: bool,
     pub prefix: String,
 }
 
@@ -66,7 +72,9 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     while done < o.users {
         let n = o.batch.min(o.users - done);
         let users: Vec<User> = (done..done + n).map(|i| user(&o.prefix, i)).collect();
-        let lines = if o.per_row {
+        let lines = if o.reissue {
+            reissue(&state, &domain, &users).await?
+        } else if o.per_row {
             per_row(&state, &domain, &pin_hash, &users).await?
         } else {
             batched(&state, &domain, &pin_hash, &users).await?
@@ -74,13 +82,18 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         out.write_all(lines.as_bytes())?;
         done += n;
         if done.is_multiple_of(100_000) || done == o.users {
-            eprintln!("seeded {done} users in {:.1} s", started.elapsed().as_secs_f64());
+            eprintln!(
+                "{} {done} users in {:.1} s",
+                if o.reissue { "reissued" } else { "seeded" },
+                started.elapsed().as_secs_f64()
+            );
         }
     }
     out.sync_all()?;
     check(&state, &domain, &o).await?;
+    let verb = if o.reissue { "gave" } else { "seeded" };
     eprintln!(
-        "{} users with one outstanding passcode each in domain {} ({:.0} users/s); passcodes in {}",
+        "{verb} {} users, one outstanding passcode each, in domain {} ({:.0} users/s); passcodes in {}",
         o.users,
         domain.code,
         o.users as f64 / started.elapsed().as_secs_f64(),
@@ -118,6 +131,34 @@ async fn per_row(state: &AppState, domain: &DomainRow, pin_hash: &str, users: &[
         let code = passcode::generate(domain.passcode_length as u32);
         let hash = state.passcode_key.hash(user_id, &code);
         let new = NewPasscode { user_id, device_id, hash: &hash, expires_at: now + domain.passcode_lifetime_secs, now };
+        let detail = format!("passcode issued, valid {} s", domain.passcode_lifetime_secs);
+        let audit =
+            Entry { actor: "token", kind: "token.passcode", username: Some(&u.name), detail, ..Entry::default() };
+        store.insert_passcode(new, audit).await?;
+        lines.push_str(&format!("{} {}\n", u.name, *code));
+    }
+    Ok(lines)
+}
+
+/// New passcodes for users seeded before, one `Store::insert_passcode` (issuance's own
+/// transaction) each.
+async fn reissue(state: &AppState, domain: &DomainRow, users: &[User]) -> anyhow::Result<String> {
+    let store = &state.store;
+    let mut lines = String::new();
+    for u in users {
+        let user_id =
+            store.user_by_name(domain.id, &u.name).await?.with_context(|| format!("{} was not seeded", u.name))?.id;
+        let device = store.device_by_key(domain.id, &u.device_key_id).await?.context("seeded device missing")?;
+        let now = tessera_server::now();
+        let code = passcode::generate(domain.passcode_length as u32);
+        let hash = state.passcode_key.hash(user_id, &code);
+        let new = NewPasscode {
+            user_id,
+            device_id: device.id,
+            hash: &hash,
+            expires_at: now + domain.passcode_lifetime_secs,
+            now,
+        };
         let detail = format!("passcode issued, valid {} s", domain.passcode_lifetime_secs);
         let audit =
             Entry { actor: "token", kind: "token.passcode", username: Some(&u.name), detail, ..Entry::default() };
