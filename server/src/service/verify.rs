@@ -203,27 +203,108 @@ async fn check<L: Ledger>(
 ) -> anyhow::Result<Decision> {
     let hash = key.hash(user_id, passcode);
     // Compare against every recent passcode in constant time, then act on the match.
-    let mut matched = None;
+    // Passcodes are short, so a fresh one can equal one of the user's earlier ones (about 31
+    // in a million with six digits): a live match wins, whatever else matches; without one,
+    // the newest match says why the passcode is refused.
+    let (mut live, mut newest) = (None, None);
     for row in ledger.recent_passcodes(user_id).await? {
         if hashes_equal(&row.hash, &hash) {
-            matched = Some(row);
+            if row.used == 0 && row.expires_at > now && row.device_disabled == 0 {
+                live = live.or(Some(row.id));
+            } else {
+                newest = newest.or(Some(row));
+            }
         }
     }
-    let Some(row) = matched else {
+    if let Some(id) = live {
+        return if ledger.consume(id, now).await? {
+            Ok(Decision::Accept)
+        } else {
+            Ok(Decision::Reject("passcode already used"))
+        };
+    }
+    let Some(row) = newest else {
         return Ok(Decision::Reject(WRONG_PASSCODE));
     };
     if row.used != 0 {
-        return Ok(Decision::Reject("passcode already used"));
-    }
-    if row.expires_at <= now {
-        return Ok(Decision::Reject("passcode expired"));
-    }
-    if row.device_disabled != 0 {
-        return Ok(Decision::Reject("device disabled"));
-    }
-    if ledger.consume(row.id, now).await? {
-        Ok(Decision::Accept)
-    } else {
         Ok(Decision::Reject("passcode already used"))
+    } else if row.expires_at <= now {
+        Ok(Decision::Reject("passcode expired"))
+    } else {
+        Ok(Decision::Reject("device disabled"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A user's recent passcodes in memory, newest first, and what was consumed.
+    struct Rows {
+        rows: Vec<PasscodeRow>,
+        consumed: Vec<i64>,
+    }
+
+    impl Ledger for Rows {
+        async fn user(&mut self, _: i64, _: &str, _: i64) -> anyhow::Result<Option<UserFacts>> {
+            unreachable!("check() does not look up users")
+        }
+        async fn recent_passcodes(&mut self, _: i64) -> anyhow::Result<Vec<PasscodeRow>> {
+            Ok(self.rows.clone())
+        }
+        async fn consume(&mut self, passcode_id: i64, _: i64) -> anyhow::Result<bool> {
+            let row = self.rows.iter_mut().find(|r| r.id == passcode_id && r.used == 0);
+            Ok(row.map(|r| r.used = 1).inspect(|()| self.consumed.push(passcode_id)).is_some())
+        }
+        async fn clear_failures(&mut self, _: i64) -> anyhow::Result<()> {
+            Ok(())
+        }
+        async fn record_failure(&mut self, _: i64, _: i64, _: i64) -> anyhow::Result<()> {
+            Ok(())
+        }
+        async fn audit(&mut self, _: Entry<'_>) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    const NOW: i64 = 1_000_000;
+    const USER: i64 = 7;
+
+    fn row(key: &PasscodeKey, id: i64, code: &str, used: i64, expires_at: i64) -> PasscodeRow {
+        PasscodeRow { id, hash: key.hash(USER, code).to_vec(), expires_at, used, device_disabled: 0 }
+    }
+
+    async fn decide(rows: Vec<PasscodeRow>, key: &PasscodeKey, code: &str) -> (Decision, Vec<i64>) {
+        let mut ledger = Rows { rows, consumed: Vec::new() };
+        let decision = check(&mut ledger, key, USER, code, NOW).await.unwrap();
+        (decision, ledger.consumed)
+    }
+
+    #[tokio::test]
+    async fn a_fresh_passcode_equal_to_an_older_used_one_is_accepted() {
+        let key = PasscodeKey::new(vec![9; 32]);
+        // Newest first: the fresh 123456 (id 3), then other codes, then the same digits used.
+        let rows = vec![
+            row(&key, 3, "123456", 0, NOW + 60),
+            row(&key, 2, "654321", 1, NOW - 100),
+            row(&key, 1, "123456", 1, NOW - 200),
+        ];
+        assert_eq!(decide(rows.clone(), &key, "123456").await, (Decision::Accept, vec![3]));
+        // The same with the live one on an older row (another device) and the used one newer.
+        let rows = vec![row(&key, 5, "123456", 1, NOW - 10), row(&key, 4, "123456", 0, NOW + 60)];
+        assert_eq!(decide(rows, &key, "123456").await, (Decision::Accept, vec![4]));
+    }
+
+    #[tokio::test]
+    async fn without_a_live_match_the_newest_match_gives_the_reason() {
+        let key = PasscodeKey::new(vec![9; 32]);
+        let rows = vec![row(&key, 2, "123456", 0, NOW - 1), row(&key, 1, "123456", 1, NOW - 100)];
+        assert_eq!(decide(rows, &key, "123456").await, (Decision::Reject("passcode expired"), vec![]));
+        let rows = vec![row(&key, 2, "123456", 1, NOW + 60), row(&key, 1, "123456", 0, NOW - 100)];
+        assert_eq!(decide(rows.clone(), &key, "123456").await, (Decision::Reject("passcode already used"), vec![]));
+        assert_eq!(decide(rows, &key, "999999").await, (Decision::Reject(WRONG_PASSCODE), vec![]));
+        let mut disabled = row(&key, 1, "123456", 0, NOW + 60);
+        disabled.device_disabled = 1;
+        assert_eq!(decide(vec![disabled], &key, "123456").await, (Decision::Reject("device disabled"), vec![]));
     }
 }
