@@ -9,10 +9,17 @@
 //! passcode and its hash still come from the server's code. A final check reads sample
 //! users back through `Store::user_by_name` and `Store::recent_passcodes`, the verify path.
 //!
-//! `--reissue` gives the K users seeded before a new passcode each, through issuance's own
-//! `Store::insert_passcode` (which replaces the device's unused one): the scale benchmark
-//! with 1,000 users runs several short windows, each after such a round, since a window
-//! consumes every passcode.
+//! Order, in batched mode: all users are enrolled first (in name order), then the
+//! passcodes are issued in a random order of users, and the output file lists them in that
+//! issuance order. Read in file order, the load then looks up users at random, as logins
+//! come, while each passcode it consumes is among the most recently issued, as a passcode
+//! is used seconds after it was fetched: the passcode rows it updates lie together at the
+//! end of the table, the user rows it reads anywhere.
+//!
+//! `--reissue` gives the K users seeded before a new passcode each, in a random order,
+//! through issuance's own `Store::insert_passcode` (which replaces the device's unused
+//! one): the scale benchmark with 1,000 users runs several short windows, each after such
+//! a round, since a window consumes every passcode.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -20,6 +27,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use rand::seq::SliceRandom as _;
 use sqlx::Any;
 use tessera_server::db::Store;
 use tessera_server::db::audit::Entry;
@@ -68,25 +76,43 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         .open(&o.out)
         .with_context(|| format!("cannot create {}", o.out.display()))?;
     let started = Instant::now();
-    let mut done = 0u64;
-    while done < o.users {
-        let n = o.batch.min(o.users - done);
-        let users: Vec<User> = (done..done + n).map(|i| user(&o.prefix, i)).collect();
-        let lines = if o.reissue {
-            reissue(&state, &domain, &users).await?
-        } else if o.per_row {
-            per_row(&state, &domain, &pin_hash, &users).await?
-        } else {
-            batched(&state, &domain, &pin_hash, &users).await?
-        };
-        out.write_all(lines.as_bytes())?;
-        done += n;
-        if done.is_multiple_of(100_000) || done == o.users {
-            eprintln!(
-                "{} {done} users in {:.1} s",
-                if o.reissue { "reissued" } else { "seeded" },
-                started.elapsed().as_secs_f64()
-            );
+    if o.per_row || o.reissue {
+        let mut done = 0u64;
+        let mut order: Vec<u64> = (0..o.users).collect();
+        if o.reissue {
+            order.shuffle(&mut rand::rng());
+        }
+        for chunk in order.chunks(o.batch as usize) {
+            let users: Vec<User> = chunk.iter().map(|&i| user(&o.prefix, i)).collect();
+            let lines = if o.reissue {
+                reissue(&state, &domain, &users).await?
+            } else {
+                per_row(&state, &domain, &pin_hash, &users).await?
+            };
+            out.write_all(lines.as_bytes())?;
+            done += chunk.len() as u64;
+            progress(if o.reissue { "reissued" } else { "seeded" }, done, o.users, started);
+        }
+    } else {
+        // Users and devices first, in name order; then one passcode each, in a random order.
+        let mut ids = Vec::with_capacity(o.users as usize);
+        let mut done = 0u64;
+        while done < o.users {
+            let n = o.batch.min(o.users - done);
+            let users: Vec<User> = (done..done + n).map(|i| user(&o.prefix, i)).collect();
+            ids.extend(enroll(&state, &domain, &pin_hash, &users).await?);
+            done += n;
+            progress("enrolled", done, o.users, started);
+        }
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.shuffle(&mut rand::rng());
+        let mut done = 0u64;
+        for chunk in order.chunks(o.batch as usize) {
+            let batch: Vec<(String, (i64, i64))> =
+                chunk.iter().map(|&i| (user(&o.prefix, i as u64).name, ids[i])).collect();
+            out.write_all(issue(&state, &domain, &batch).await?.as_bytes())?;
+            done += chunk.len() as u64;
+            progress("issued passcodes to", done, o.users, started);
         }
     }
     out.sync_all()?;
@@ -100,6 +126,12 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         o.out.display()
     );
     Ok(())
+}
+
+fn progress(what: &str, done: u64, of: u64, started: Instant) {
+    if done.is_multiple_of(100_000) || done == of {
+        eprintln!("{what} {done} users in {:.1} s", started.elapsed().as_secs_f64());
+    }
 }
 
 fn user(prefix: &str, i: u64) -> User {
@@ -168,10 +200,16 @@ async fn reissue(state: &AppState, domain: &DomainRow, users: &[User]) -> anyhow
     Ok(lines)
 }
 
-/// The batched path: the same statements as [`per_row`], in one transaction per batch.
-async fn batched(state: &AppState, domain: &DomainRow, pin_hash: &str, users: &[User]) -> anyhow::Result<String> {
+/// The batched path, first half: the statements of [`per_row`] up to the passcode, in one
+/// transaction per batch; each user's `(user id, device id)`.
+async fn enroll(
+    state: &AppState,
+    domain: &DomainRow,
+    pin_hash: &str,
+    users: &[User],
+) -> anyhow::Result<Vec<(i64, i64)>> {
     let mut tx = state.store.pool().begin().await?;
-    let mut lines = String::new();
+    let mut ids = Vec::with_capacity(users.len());
     let now = tessera_server::now();
     for u in users {
         // Store::insert_pending_device
@@ -231,6 +269,20 @@ async fn batched(state: &AppState, domain: &DomainRow, pin_hash: &str, users: &[
                 .bind(u.name.clone())
                 .fetch_one(&mut *tx)
                 .await?;
+        ids.push((user_id, device_id));
+    }
+    tx.commit().await?;
+    Ok(ids)
+}
+
+/// The batched path, second half: a passcode for each `(name, (user id, device id))`, in
+/// that order, in one transaction; the `name passcode` lines.
+async fn issue(state: &AppState, domain: &DomainRow, users: &[(String, (i64, i64))]) -> anyhow::Result<String> {
+    let mut tx = state.store.pool().begin().await?;
+    let mut lines = String::new();
+    let now = tessera_server::now();
+    for (name, (user_id, device_id)) in users {
+        let (user_id, device_id) = (*user_id, *device_id);
         // service::issue: generate, hash, Store::insert_passcode
         let code = passcode::generate(domain.passcode_length as u32);
         let hash = state.passcode_key.hash(user_id, &code);
@@ -248,7 +300,7 @@ async fn batched(state: &AppState, domain: &DomainRow, pin_hash: &str, users: &[
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        lines.push_str(&format!("{} {}\n", u.name, *code));
+        lines.push_str(&format!("{name} {}\n", *code));
     }
     tx.commit().await?;
     Ok(lines)
