@@ -331,10 +331,10 @@ impl WalSync {
         }
     }
 
-    /// Flushes the log to the disk (fsync, the call SQLite makes itself). The file is opened at the first sync
-    /// (it exists once a transaction has committed) and opened again if SQLite has replaced
-    /// it since; SQLite removes it only when its last connection closes, not while the
-    /// engine's is open.
+    /// Flushes the log to the disk (fsync, the call SQLite makes itself). The file is opened
+    /// at the first sync (it exists once a transaction has committed) and opened again if
+    /// SQLite has replaced it since; SQLite removes it only when its last connection closes,
+    /// not while the engine's is open.
     fn sync(&mut self) -> std::io::Result<()> {
         let current = file_id(&std::fs::metadata(&self.path)?);
         let (file, id) = match self.file.take() {
