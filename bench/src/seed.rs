@@ -160,16 +160,28 @@ async fn per_row(state: &AppState, domain: &DomainRow, pin_hash: &str, users: &[
         let device_id = store.insert_pending_device(new).await?;
         admin::validate(store, ACTOR, &domain.code, &u.registration_code, &u.name).await?;
         let user_id = store.user_by_name(domain.id, &u.name).await?.context("validated user vanished")?.id;
-        let code = passcode::generate(domain.passcode_length as u32);
-        let hash = state.passcode_key.hash(user_id, &code);
-        let new = NewPasscode { user_id, device_id, hash: &hash, expires_at: now + domain.passcode_lifetime_secs, now };
-        let detail = format!("passcode issued, valid {} s", domain.passcode_lifetime_secs);
-        let audit =
-            Entry { actor: "token", kind: "token.passcode", username: Some(&u.name), detail, ..Entry::default() };
-        store.insert_passcode(new, audit).await?;
-        lines.push_str(&format!("{} {}\n", u.name, *code));
+        lines.push_str(&issue_one(state, domain, &u.name, user_id, device_id).await?);
     }
     Ok(lines)
+}
+
+/// What issuance does once the PIN is right (`service::issue`): generate, hash,
+/// `Store::insert_passcode` with its audit entry; the `name passcode` line.
+async fn issue_one(
+    state: &AppState,
+    domain: &DomainRow,
+    name: &str,
+    user_id: i64,
+    device_id: i64,
+) -> anyhow::Result<String> {
+    let now = tessera_server::now();
+    let code = passcode::generate(domain.passcode_length as u32);
+    let hash = state.passcode_key.hash(user_id, &code);
+    let new = NewPasscode { user_id, device_id, hash: &hash, expires_at: now + domain.passcode_lifetime_secs, now };
+    let detail = format!("passcode issued, valid {} s", domain.passcode_lifetime_secs);
+    let audit = Entry { actor: "token", kind: "token.passcode", username: Some(name), detail, ..Entry::default() };
+    state.store.insert_passcode(new, audit).await?;
+    Ok(format!("{name} {}\n", *code))
 }
 
 /// New passcodes for users seeded before, one `Store::insert_passcode` (issuance's own
@@ -181,21 +193,7 @@ async fn reissue(state: &AppState, domain: &DomainRow, users: &[User]) -> anyhow
         let user_id =
             store.user_by_name(domain.id, &u.name).await?.with_context(|| format!("{} was not seeded", u.name))?.id;
         let device = store.device_by_key(domain.id, &u.device_key_id).await?.context("seeded device missing")?;
-        let now = tessera_server::now();
-        let code = passcode::generate(domain.passcode_length as u32);
-        let hash = state.passcode_key.hash(user_id, &code);
-        let new = NewPasscode {
-            user_id,
-            device_id: device.id,
-            hash: &hash,
-            expires_at: now + domain.passcode_lifetime_secs,
-            now,
-        };
-        let detail = format!("passcode issued, valid {} s", domain.passcode_lifetime_secs);
-        let audit =
-            Entry { actor: "token", kind: "token.passcode", username: Some(&u.name), detail, ..Entry::default() };
-        store.insert_passcode(new, audit).await?;
-        lines.push_str(&format!("{} {}\n", u.name, *code));
+        lines.push_str(&issue_one(state, domain, &u.name, user_id, device.id).await?);
     }
     Ok(lines)
 }
