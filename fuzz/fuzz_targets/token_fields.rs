@@ -23,6 +23,7 @@ use rsa::traits::PublicKeyParts;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tessera_protocol::DomainCode;
+use tessera_protocol::code::DomainCodeError;
 use tessera_protocol::device::{DeviceKey, DevicePublicKey, device_id, registration_code, signed_message};
 use tessera_protocol::envelope::{Purpose, ResponseKey, Sealer, ServerKeyPair, info};
 use tessera_protocol::request::{open_reply, open_signed, seal_reply, seal_signed};
@@ -425,8 +426,13 @@ impl Tamper {
 #[derive(Arbitrary, Debug)]
 enum DomainText {
     Server,
-    Padded { before: Vec<Space>, after: Vec<Space> },
+    Padded {
+        before: Vec<Space>,
+        after: Vec<Space>,
+    },
     Sealed,
+    /// Four three-digit groups (each taken modulo 1000), so that groups above 255 occur.
+    Groups([u16; 4]),
     Text(String),
 }
 
@@ -639,6 +645,7 @@ fuzz_target!(|input: Input| {
             format!("{}{}{}", pad(before), *DOMAIN, pad(after))
         }
         DomainText::Sealed => seal_domain.to_string(),
+        DomainText::Groups(g) => g.iter().map(|g| format!("{:03}", g % 1000)).collect(),
         DomainText::Text(t) => t.clone(),
     };
 
@@ -647,6 +654,10 @@ fuzz_target!(|input: Input| {
     match input.domain_text {
         DomainText::Server | DomainText::Padded { .. } => assert_eq!(named, Ok(*DOMAIN)),
         DomainText::Sealed => assert_eq!(named, Ok(seal_domain)),
+        DomainText::Groups(g) => match g.map(|g| u8::try_from(g % 1000)) {
+            [Ok(a), Ok(b), Ok(c), Ok(d)] => assert_eq!(named, Ok(DomainCode::from_ipv4([a, b, c, d].into()))),
+            _ => assert_eq!(named, Err(DomainCodeError::Octet)),
+        },
         DomainText::Text(_) => {}
     }
     check_domain(&sealed.domain, &named);
