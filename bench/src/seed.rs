@@ -117,6 +117,10 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     }
     out.sync_all()?;
     check(&state, &domain, &o).await?;
+    // The engine the check ran on stops cleanly, as `serve` does (db::runs).
+    if let Some(engine) = &state.engine {
+        engine.release().await?;
+    }
     let verb = if o.reissue { "gave" } else { "seeded" };
     eprintln!(
         "{verb} {} users, one outstanding passcode each, in domain {} ({:.0} users/s); passcodes in {}",

@@ -80,6 +80,11 @@ impl Application {
         r.context("RADIUS listener failed")?;
         t.context("token API failed")?.context("token API failed")?;
         a.context("admin listener failed")?.context("admin listener failed")?;
+        // Nothing can be answered any more: a clean stop (db::runs) so the next start voids
+        // no passcode even if the machine goes down in between.
+        if let Some(engine) = &self.state.engine {
+            engine.release().await.context("cannot record the clean stop in the database")?;
+        }
         Ok(())
     }
 }

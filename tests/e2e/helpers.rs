@@ -89,14 +89,18 @@ impl TestServer {
     /// A fresh database (SQLite file or PostgreSQL database, per the run's engine) and a
     /// server on it.
     pub fn start() -> Self {
+        if !engine_is_postgres() {
+            return Self::start_sqlite();
+        }
+        let pg = PgDatabase::create();
+        Self::launch(tempfile::tempdir().unwrap(), pg.url.clone(), Some(pg))
+    }
+
+    /// A server on a fresh SQLite file whatever the run's engine, for what only SQLite has.
+    pub fn start_sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (database, pg) = if engine_is_postgres() {
-            let pg = PgDatabase::create();
-            (pg.url.clone(), Some(pg))
-        } else {
-            (format!("sqlite://{}", dir.path().join("tessera.db").display()), None)
-        };
-        Self::launch(dir, database, pg)
+        let database = format!("sqlite://{}", dir.path().join("tessera.db").display());
+        Self::launch(dir, database, None)
     }
 
     /// Another node on an existing database (the caller keeps the first node alive).
@@ -309,7 +313,15 @@ impl Fixture {
 
     /// The same with the loopback client in Message-Authenticator `mode`.
     pub fn with_client_mode(domain_flags: &[&str], mode: &str) -> Self {
-        let server = TestServer::start();
+        Self::on(TestServer::start(), domain_flags, mode)
+    }
+
+    /// The same on a SQLite file whatever the run's engine.
+    pub fn on_sqlite(domain_flags: &[&str]) -> Self {
+        Self::on(TestServer::start_sqlite(), domain_flags, "auto")
+    }
+
+    fn on(server: TestServer, domain_flags: &[&str], mode: &str) -> Self {
         server.add_domain(domain_flags);
         server.add_client("loopback", mode);
         let alice = Token::new(&server);

@@ -1,33 +1,33 @@
 //! The SQLite verification engine: one thread owns a SQLite connection (rusqlite, cached
 //! prepared statements) and decides queued RADIUS requests in batches, each batch one
-//! transaction and so one durable commit (one WAL fsync) however many passcodes it
-//! consumes: group commit.
+//! transaction and so one commit however many passcodes it consumes: group commit.
 //!
 //! Why a thread of its own: through sqlx every statement hopped between tokio and sqlx's
 //! SQLite worker and every consumption, failure count and audit row was its own commit.
 //! SQLite has one writer at a time anyway, so serialising the checks on one thread loses no
-//! parallelism and lets a batch share one fsync. An Accept is answered only after the batch
-//! holding it has committed: it is never sent for a consumption a crash or power loss could
-//! still undo. A Reject (an outcome `early` accepts) is answered as soon as it is decided:
+//! parallelism and lets a batch share one commit. An Accept is answered only after the batch
+//! holding it has committed: a batch that rolls back cannot undo a consumption already
+//! answered. A Reject (an outcome `early` accepts) is answered as soon as it is decided:
 //! nothing it writes (a failure count, an audit row) makes a later answer unsafe if lost, so
-//! it need not wait for the fsync; those rows commit with the batch, and a crash before
-//! that loses them. A batch that fails is rolled back and its requests retried one by one,
-//! so one bad request cannot fail its neighbours.
+//! it need not wait for the commit; a batch that fails after it loses those rows. A batch
+//! that fails is rolled back and its requests retried one by one, so one bad request cannot
+//! fail its neighbours.
 //!
-//! The fsync is the engine's own ([`WalSync`]): the connection commits with
-//! `synchronous = NORMAL` (into the WAL, not yet synced) and the engine then syncs the WAL
-//! itself when, and only when, the batch holds an answer that waits for the commit (an
-//! Accept). A batch of Rejects alone costs no fsync; its rows reach the disk with the next
-//! synced batch or the checkpoint thread's next checkpoint (every 20 ms), so a process
-//! crash after its commit loses nothing and a power loss at most those last milliseconds.
+//! Commits do not sync the write-ahead log (`synchronous = NORMAL`): a commit is in the
+//! operating system's page cache when it returns, so a crash or `kill -9` of the server
+//! loses nothing; the checkpoint thread syncs the log every 20 ms or so. What a power loss
+//! could undo, the last moments of consumptions, [`runs`](super::runs) makes harmless: a
+//! start after the machine went down under a running server voids every live passcode.
+//! Syncing the log for each batch holding an Accept halved Accepts at 16 in flight
+//! (BENCHMARKS.md).
 //!
 //! The queue is bounded ([`QUEUE`]); each request carries a deadline, and one whose deadline
 //! has passed is answered [`EngineError::Expired`] without being checked, so nothing is
 //! consumed for a requester that has already been told Reject.
 
 use std::cell::Cell;
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::audit::Entry;
 use super::passcodes::PasscodeRow;
+use super::runs::{self, Run};
 use super::verify::{
     AUDIT_INSERT, CLEAR_FAILURES, CONSUME_PASSCODE, FORGET_OLD_FAILURES, RECENT_PASSCODES, RECORD_FAILURE, USER_FACTS,
     audit_values, user_facts,
@@ -114,19 +115,22 @@ impl<J, O> Pending<J, O> {
 /// The handle requests are submitted through; cheap to clone.
 pub struct Engine<J, O> {
     queue: mpsc::Sender<Pending<J, O>>,
+    /// The database file and this server's run on it, removed at a clean stop.
+    run: Arc<(Box<Path>, Run)>,
 }
 
 impl<J, O> Clone for Engine<J, O> {
     fn clone(&self) -> Self {
-        Self { queue: self.queue.clone() }
+        Self { queue: self.queue.clone(), run: self.run.clone() }
     }
 }
 
 impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
-    /// Opens the database file at `path` and starts the engine thread; `handler` decides one
-    /// job inside the current batch's transaction. An outcome for which `early` is true is
-    /// answered at once, before the batch commits; the others after the commit. The thread
-    /// ends when every handle is gone.
+    /// Opens the database file at `path`, records this server's run on it (voiding the live
+    /// passcodes if the machine went down under an earlier one, see [`runs`]) and starts the
+    /// engine thread; `handler` decides one job inside the current batch's transaction. An
+    /// outcome for which `early` is true is answered at once, before the batch commits; the
+    /// others after the commit. The thread ends when every handle is gone.
     pub fn start<H>(path: &Path, handler: H, early: fn(&O) -> bool) -> anyhow::Result<Self>
     where
         H: FnMut(&mut TxLedger<'_, '_>, &J) -> anyhow::Result<O> + Send + 'static,
@@ -135,6 +139,10 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         // Fail here, at startup, rather than on the engine's thread.
         LOCK_DEADLINE.set(Some(Instant::now() + STARTUP_PATIENCE));
         Prepared::new(&conn).context("cannot prepare the verification statements")?;
+        let this_run = Run::this_process();
+        let claimed = runs::claim(&conn, &this_run, runs::process_alive)
+            .context("cannot record this server's run in the database (engine_runs)")?;
+        report(&claimed);
         // The checkpoint thread ends with this one, when `checkpoints` is dropped.
         let (checkpoints, stop) = std::sync::mpsc::channel::<()>();
         super::checkpoint::start(path, stop)?;
@@ -146,7 +154,14 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
                 drop(checkpoints);
             })
             .context("cannot start the SQLite verification thread")?;
-        Ok(Self { queue })
+        Ok(Self { queue, run: Arc::new((path.into(), this_run)) })
+    }
+
+    /// Marks a clean stop: removes this server's run with a synced commit, which puts every
+    /// consumption before it on the disk. Call it once no request can be answered any more.
+    pub async fn release(&self) -> anyhow::Result<()> {
+        let run = self.run.clone();
+        tokio::task::spawn_blocking(move || runs::release(&run.0, &run.1)).await?
     }
 
     /// Queues `job` and waits for its decision, committed.
@@ -160,11 +175,32 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
     }
 }
 
+/// Tells the operator what the start found of earlier runs on the database.
+fn report(claimed: &runs::Claimed) {
+    if let Some(lost) = &claimed.lost_boot {
+        tracing::warn!(
+            voided = claimed.voided,
+            pid = lost.pid,
+            "the machine went down while a server was running on this database: its live passcodes are voided, \
+             as consumptions of its last moments may not have reached the disk; their users fetch new ones"
+        );
+    }
+    for old in &claimed.crashed {
+        tracing::info!(
+            pid = old.pid,
+            "a server on this database stopped without a clean shutdown while the machine kept running: \
+             nothing it committed is lost"
+        );
+    }
+    for other in &claimed.running {
+        tracing::warn!(pid = other.pid, "another tessera-server is running on this database");
+    }
+}
+
 fn open(path: &Path) -> anyhow::Result<Connection> {
     let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     // As the pool's connections: WAL (set once per file, by migrations' connection already),
-    // foreign keys enforced. Commits are durable where an answer depends on them, by the
-    // engine's own sync of the log ([`WalSync`]), so SQLite's commit does not sync.
+    // foreign keys enforced. Commits do not sync the log (see the module's documentation).
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -191,7 +227,6 @@ where
             return;
         }
     };
-    let mut wal = WalSync::new(&conn);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -201,7 +236,7 @@ where
                 Err(_) => break,
             }
         }
-        decide_batch(&conn, &mut stmts, &mut wal, &mut batch, &mut handler, early);
+        decide_batch(&conn, &mut stmts, &mut batch, &mut handler, early);
     }
     tracing::debug!("SQLite verification engine stopped");
 }
@@ -210,7 +245,6 @@ where
 fn decide_batch<'c, J, O, H>(
     conn: &'c Connection,
     stmts: &mut Prepared<'c>,
-    wal: &mut WalSync,
     batch: &mut Vec<Pending<J, O>>,
     handler: &mut H,
     early: fn(&O) -> bool,
@@ -226,7 +260,7 @@ fn decide_batch<'c, J, O, H>(
     // Wait for another process's write lock only as long as the most urgent request allows.
     let patience = earliest.saturating_duration_since(now).saturating_sub(DEADLINE_MARGIN);
     LOCK_DEADLINE.set(Some(now + patience));
-    let Err(failure) = transaction(conn, stmts, wal, &mut live, handler, early) else { return };
+    let Err(failure) = transaction(conn, stmts, &mut live, handler, early) else { return };
     // Rolled back. Requests already answered (early) are not decided again: a second
     // decision could differ from the answer sent (a passcode the rolled-back batch had
     // consumed is unused again); their failure counts and audit rows are lost.
@@ -248,7 +282,7 @@ fn decide_batch<'c, J, O, H>(
             "batch failed; deciding its requests one by one"
         );
         for p in &mut live {
-            if let Err(e) = transaction(conn, stmts, wal, std::slice::from_mut(p), handler, early) {
+            if let Err(e) = transaction(conn, stmts, std::slice::from_mut(p), handler, early) {
                 let e = if is_busy(&e) { EngineError::Busy } else { EngineError::Failed(format!("{e:#}")) };
                 p.answer(Err(e));
             }
@@ -258,12 +292,10 @@ fn decide_batch<'c, J, O, H>(
 
 /// Runs `handler` for each request in one write transaction and commits; any error rolls
 /// the whole transaction back. Outcomes `early` accepts are answered as they are decided,
-/// the others once the commit is on disk (the WAL synced); on an error, those are left
-/// unanswered.
+/// the others once the transaction has committed; on an error, those are left unanswered.
 fn transaction<'c, J, O, H>(
     conn: &'c Connection,
     stmts: &mut Prepared<'c>,
-    wal: &mut WalSync,
     requests: &mut [Pending<J, O>],
     handler: &mut H,
     early: fn(&O) -> bool,
@@ -288,85 +320,10 @@ where
         }
     }
     tx.commit()?;
-    if decided.is_empty() {
-        return Ok(());
-    }
-    if let Err(e) = wal.sync() {
-        // Committed but perhaps not on disk: the outcomes cannot be sent. Not retried either,
-        // since what the batch consumed is consumed; those requesters are refused.
-        tracing::error!(error = %e, wal = %wal.path.display(), "cannot sync the write-ahead log; refusing the batch's requests");
-        for (i, _) in decided {
-            requests[i].answer(Err(EngineError::Failed(format!("cannot sync the write-ahead log: {e}"))));
-        }
-        return Ok(());
-    }
     for (i, outcome) in decided {
         requests[i].answer(Ok(outcome));
     }
     Ok(())
-}
-
-/// The engine's handle on the database's write-ahead log, to make a commit durable: the
-/// connection commits with `synchronous = NORMAL` and the engine syncs the log itself, for
-/// a batch whose answers wait for the disk. That is what `synchronous = FULL` does at every
-/// commit (write the frames, then sync the log), done only where an answer depends on it.
-struct WalSync {
-    /// Where SQLite keeps the log: the database's full path (as SQLite resolved it) + `-wal`.
-    path: PathBuf,
-    /// The open log and its identity, reopened should the file at `path` be another.
-    file: Option<(File, FileId)>,
-    /// Syncs done, for the tests.
-    #[cfg(test)]
-    syncs: usize,
-}
-
-impl WalSync {
-    fn new(conn: &Connection) -> Self {
-        let db = conn.path().unwrap_or_default();
-        Self {
-            path: PathBuf::from(format!("{db}-wal")),
-            file: None,
-            #[cfg(test)]
-            syncs: 0,
-        }
-    }
-
-    /// Flushes the log to the disk (fsync, the call SQLite makes itself). The file is opened
-    /// at the first sync (it exists once a transaction has committed) and opened again if
-    /// SQLite has replaced it since; SQLite removes it only when its last connection closes,
-    /// not while the engine's is open.
-    fn sync(&mut self) -> std::io::Result<()> {
-        let current = file_id(&std::fs::metadata(&self.path)?);
-        let (file, id) = match self.file.take() {
-            Some(open) if open.1 == current => open,
-            _ => {
-                let file = File::open(&self.path)?;
-                let id = file_id(&file.metadata()?);
-                (file, id)
-            }
-        };
-        let synced = file.sync_all();
-        self.file = Some((file, id));
-        #[cfg(test)]
-        {
-            self.syncs += 1;
-        }
-        synced
-    }
-}
-
-/// What identifies a file whatever its name: device and inode.
-type FileId = Option<(u64, u64)>;
-
-#[cfg(unix)]
-fn file_id(meta: &std::fs::Metadata) -> FileId {
-    use std::os::unix::fs::MetadataExt as _;
-    Some((meta.dev(), meta.ino()))
-}
-
-#[cfg(not(unix))]
-fn file_id(_: &std::fs::Metadata) -> FileId {
-    None
 }
 
 /// SQLite's "busy" or "locked": another connection holds the write lock.
@@ -502,14 +459,8 @@ mod tests {
 
     /// Decides `jobs` as one batch on a connection of its own; the answers in job order.
     fn decide(path: &Path, jobs: &[i64]) -> Vec<Result<i64, EngineError>> {
-        decide_counting_syncs(path, jobs).0
-    }
-
-    /// [`decide`], and how many times the engine synced the log for the batch.
-    fn decide_counting_syncs(path: &Path, jobs: &[i64]) -> (Vec<Result<i64, EngineError>>, usize) {
         let conn = open(path).unwrap();
         let mut stmts = Prepared::new(&conn).unwrap();
-        let mut wal = WalSync::new(&conn);
         let deadline = Instant::now() + Duration::from_secs(5);
         let (mut batch, mut answers) = (Vec::new(), Vec::new());
         for &job in jobs {
@@ -517,12 +468,8 @@ mod tests {
             batch.push(Pending { job, deadline, reply: Some(reply) });
             answers.push(answer);
         }
-        decide_batch(&conn, &mut stmts, &mut wal, &mut batch, &mut insert_or_fail, ends_in_one);
-        if let Some((_, id)) = &wal.file {
-            let log = std::fs::metadata(format!("{}-wal", path.canonicalize().unwrap().display())).unwrap();
-            assert_eq!(*id, file_id(&log), "the engine synced the database's write-ahead log");
-        }
-        (answers.into_iter().map(|a| a.blocking_recv().unwrap()).collect(), wal.syncs)
+        decide_batch(&conn, &mut stmts, &mut batch, &mut insert_or_fail, ends_in_one);
+        answers.into_iter().map(|a| a.blocking_recv().unwrap()).collect()
     }
 
     fn stored(path: &Path) -> Vec<i64> {
@@ -559,37 +506,19 @@ mod tests {
         assert_eq!(stored(&path), vec![2, 4, 5, 6]);
     }
 
-    #[test]
-    fn only_a_batch_with_an_answer_waiting_for_the_commit_syncs_the_log() {
-        let (_dir, path, _engine) = engine();
-        // Early answers only (odd jobs): committed without a sync.
-        let (answers, syncs) = decide_counting_syncs(&path, &[1, 3, 5]);
-        assert!(answers.iter().all(Result::is_ok));
-        assert_eq!(syncs, 0);
-        // One answer waits for the commit: one sync for the whole batch.
-        let (answers, syncs) = decide_counting_syncs(&path, &[7, 8, 9, 10]);
-        assert_eq!(answers.into_iter().map(Result::unwrap).collect::<Vec<_>>(), vec![71, 80, 91, 100]);
-        assert_eq!(syncs, 1);
-        assert_eq!(stored(&path), vec![1, 3, 5, 7, 8, 9, 10]);
-    }
-
-    #[test]
-    fn the_log_is_reopened_when_sqlite_has_replaced_it() {
-        let (dir, path, _engine) = engine();
-        let conn = open(&path).unwrap();
-        conn.execute_batch("INSERT INTO t (v) VALUES (1)").unwrap();
-        let mut wal = WalSync::new(&conn);
-        wal.sync().unwrap();
-        let first = wal.file.as_ref().unwrap().1;
-        // Another file under the log's name (as after the last connection closed and a new
-        // one opened): the next sync opens that one.
-        let log = format!("{}-wal", path.canonicalize().unwrap().display());
-        std::fs::copy(&log, dir.path().join("copy")).unwrap();
-        std::fs::rename(dir.path().join("copy"), &log).unwrap();
-        wal.sync().unwrap();
-        let second = wal.file.as_ref().unwrap().1;
-        assert_ne!(first, second);
-        assert_eq!(second, file_id(&std::fs::metadata(&log).unwrap()));
+    #[tokio::test]
+    async fn a_start_records_its_run_and_a_clean_stop_removes_it() {
+        let (_dir, path, engine) = engine();
+        let recorded = || -> Vec<(i64, i64)> {
+            let conn = Connection::open(&path).unwrap();
+            let mut stmt = conn.prepare("SELECT pid, started_at FROM engine_runs").unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+        };
+        assert_eq!(recorded(), vec![(i64::from(std::process::id()), engine.run.1.started_at)]);
+        assert_eq!(engine.submit(2, Instant::now() + Duration::from_secs(5)).await.unwrap(), 20);
+        engine.release().await.unwrap();
+        assert!(recorded().is_empty());
+        assert_eq!(stored(&path), vec![2]);
     }
 
     #[tokio::test]

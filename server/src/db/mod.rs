@@ -14,6 +14,7 @@ pub mod enrollment;
 pub mod login_failures;
 pub mod nonces;
 pub mod passcodes;
+pub mod runs;
 pub mod throttle;
 pub mod users;
 pub mod verify;

@@ -226,7 +226,9 @@ async fn check<L: Ledger>(
     let Some(row) = newest else {
         return Ok(Decision::Reject(WRONG_PASSCODE));
     };
-    if row.used != 0 {
+    if row.used == crate::db::runs::VOIDED {
+        Ok(Decision::Reject("passcode voided: the machine went down while the server was running"))
+    } else if row.used != 0 {
         Ok(Decision::Reject("passcode already used"))
     } else if row.expires_at <= now {
         Ok(Decision::Reject("passcode expired"))
@@ -303,6 +305,10 @@ mod tests {
         let rows = vec![row(&key, 2, "123456", 1, NOW + 60), row(&key, 1, "123456", 0, NOW - 100)];
         assert_eq!(decide(rows.clone(), &key, "123456").await, (Decision::Reject("passcode already used"), vec![]));
         assert_eq!(decide(rows, &key, "999999").await, (Decision::Reject(WRONG_PASSCODE), vec![]));
+        let voided = row(&key, 1, "123456", crate::db::runs::VOIDED, NOW + 60);
+        let (decision, consumed) = decide(vec![voided], &key, "123456").await;
+        assert_eq!(decision, Decision::Reject("passcode voided: the machine went down while the server was running"));
+        assert!(consumed.is_empty());
         let mut disabled = row(&key, 1, "123456", 0, NOW + 60);
         disabled.device_disabled = 1;
         assert_eq!(decide(vec![disabled], &key, "123456").await, (Decision::Reject("device disabled"), vec![]));
