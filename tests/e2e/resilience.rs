@@ -202,12 +202,12 @@ fn sqlite(server: &TestServer, sql: &str) -> String {
 }
 
 /// On SQLite the engine does not sync each commit (server/src/db/runs.rs): a `kill -9` loses
-/// nothing, and a start after the machine went down under a running server voids every live
+/// nothing, and a start after the machine went down under a running server voids every unused
 /// passcode, since consumptions of its last moments may not have reached the disk. A test
 /// cannot restart the machine: after a `kill -9`, the row the killed server left in
 /// `engine_runs` is given another boot id, as the next boot would see it.
 #[test]
-fn a_start_after_the_machine_went_down_under_the_server_voids_the_live_passcodes() {
+fn a_start_after_the_machine_went_down_under_the_server_voids_the_unused_passcodes() {
     let Fixture { mut server, alice } = Fixture::on_sqlite(&[]);
     let c = Client::new(server.radius, SECRET);
     let used = alice.passcode(PIN);
@@ -234,7 +234,7 @@ fn a_start_after_the_machine_went_down_under_the_server_voids_the_live_passcodes
     assert!(log.contains("the machine went down while a server was running on this database"), "{log}");
     assert!(log.contains("passcode voided"), "the Reject says why:\n{log}");
     let audit = sqlite(&server, "SELECT detail FROM audit_log WHERE kind = 'passcodes.void'");
-    assert!(audit.starts_with("1 live passcodes voided"), "{audit}");
+    assert!(audit.starts_with("1 unused passcodes voided"), "{audit}");
     assert_eq!(c.auth("alice", &alice.passcode(PIN), Ma::None), Answer::Accept, "a new passcode works");
 
     // A clean stop removes the run, so the next start voids nothing whatever the boot.

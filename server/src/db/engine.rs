@@ -17,7 +17,7 @@
 //! operating system's page cache when it returns, so a crash or `kill -9` of the server
 //! loses nothing; the checkpoint thread syncs the log every 20 ms or so. What a power loss
 //! could undo, the last moments of consumptions, [`runs`](super::runs) makes harmless: a
-//! start after the machine went down under a running server voids every live passcode.
+//! start after the machine went down under a running server voids every unused passcode.
 //! Syncing the log for each batch holding an Accept halved Accepts at 16 in flight
 //! (BENCHMARKS.md).
 //!
@@ -126,7 +126,7 @@ impl<J, O> Clone for Engine<J, O> {
 }
 
 impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
-    /// Opens the database file at `path`, records this server's run on it (voiding the live
+    /// Opens the database file at `path`, records this server's run on it (voiding the unused
     /// passcodes if the machine went down under an earlier one, see [`runs`]) and starts the
     /// engine thread; `handler` decides one job inside the current batch's transaction. An
     /// outcome for which `early` is true is answered at once, before the batch commits; the
@@ -181,7 +181,7 @@ fn report(claimed: &runs::Claimed) {
         tracing::warn!(
             voided = claimed.voided,
             pid = lost.pid,
-            "the machine went down while a server was running on this database: its live passcodes are voided, \
+            "the machine went down while a server was running on this database: its unused passcodes are voided, \
              as consumptions of its last moments may not have reached the disk; their users fetch new ones"
         );
     }

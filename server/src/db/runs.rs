@@ -12,8 +12,9 @@
 //! - at a clean stop, once the last request is answered, it removes the row with a synced
 //!   commit, which also puts every earlier commit on the disk;
 //! - a start that finds a row of an earlier boot knows the machine went down while a server
-//!   was running: in the same synced transaction it voids every live passcode (`used` =
-//!   [`VOIDED`]) and says so in the log and the audit log. Their users fetch new ones.
+//!   was running: in the same synced transaction it voids every unused passcode (`used` =
+//!   [`VOIDED`]; the expired ones too, so that no step of the clock can bring one back)
+//!   and says so in the log and the audit log. Their users fetch new ones.
 //!
 //! A row of this boot whose process is gone is a server that crashed or was killed while
 //! the machine kept running: the page cache kept its commits, and nothing is voided.
@@ -66,7 +67,7 @@ pub fn process_alive(pid: i64) -> bool {
 pub struct Claimed {
     /// A run of an earlier boot, left without a clean stop: the machine went down under it.
     pub lost_boot: Option<Run>,
-    /// Live passcodes voided because of it.
+    /// Unused passcodes voided because of it.
     pub voided: usize,
     /// Runs of this boot that ended without a clean stop (their commits are safe).
     pub crashed: Vec<Run>,
@@ -76,7 +77,7 @@ pub struct Claimed {
 
 /// Records `run` in one transaction committed with `synchronous = FULL` (the connection's
 /// own setting is put back after), after dealing with the rows earlier runs left: voiding
-/// the live passcodes if one is of an earlier boot, forgetting those of this boot whose
+/// the unused passcodes if one is of an earlier boot, forgetting those of this boot whose
 /// process is gone (`alive` tells).
 pub fn claim(conn: &Connection, run: &Run, alive: impl Fn(i64) -> bool) -> anyhow::Result<Claimed> {
     let setting: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
@@ -109,15 +110,12 @@ fn claim_synced(conn: &Connection, run: &Run, alive: impl Fn(i64) -> bool) -> an
         }
     }
     if let Some(lost) = &claimed.lost_boot {
-        claimed.voided = tx.execute(
-            "UPDATE passcodes SET used = ?1 WHERE used = 0 AND expires_at > ?2",
-            params![VOIDED, run.started_at],
-        )?;
+        claimed.voided = tx.execute("UPDATE passcodes SET used = ?1 WHERE used = 0", params![VOIDED])?;
         let entry = Entry {
             actor: "server",
             kind: "passcodes.void",
             detail: format!(
-                "{} live passcodes voided: the machine went down while a server (pid {}) was running on this \
+                "{} unused passcodes voided: the machine went down while a server (pid {}) was running on this \
                  database, so consumptions of its last moments may not have reached the disk",
                 claimed.voided, lost.pid
             ),
@@ -212,20 +210,20 @@ mod tests {
     }
 
     #[test]
-    fn a_run_left_from_an_earlier_boot_voids_the_live_passcodes() {
+    fn a_run_left_from_an_earlier_boot_voids_the_unused_passcodes() {
         let (_dir, _path, conn) = database();
         let lost = run("boot-a", 10, 900);
         claim(&conn, &lost, |_| false).unwrap();
         // The machine went down; a new boot, and the old pid even runs again.
         let next = run("boot-b", 10, 1000);
         let claimed = claim(&conn, &next, |_| true).unwrap();
-        assert_eq!(claimed, Claimed { lost_boot: Some(lost), voided: 1, ..Claimed::default() });
-        // The live one voided; the used and the expired ones untouched.
-        assert_eq!(used(&conn), vec![VOIDED, 1, 0]);
+        assert_eq!(claimed, Claimed { lost_boot: Some(lost), voided: 2, ..Claimed::default() });
+        // The live and the expired one voided; the used one untouched.
+        assert_eq!(used(&conn), vec![VOIDED, 1, VOIDED]);
         assert_eq!(runs(&conn), vec![next]);
         let audits = void_audits(&conn);
         assert_eq!(audits.len(), 1);
-        assert!(audits[0].starts_with("1 live passcodes voided"), "{audits:?}");
+        assert!(audits[0].starts_with("2 unused passcodes voided"), "{audits:?}");
     }
 
     #[test]
@@ -256,8 +254,8 @@ mod tests {
         let (_dir, _path, conn) = database();
         claim(&conn, &run(UNKNOWN_BOOT, 10, 900), |_| false).unwrap();
         let claimed = claim(&conn, &run(UNKNOWN_BOOT, 11, 1000), |_| true).unwrap();
-        assert_eq!(claimed.voided, 1);
-        assert_eq!(used(&conn), vec![VOIDED, 1, 0]);
+        assert_eq!(claimed.voided, 2);
+        assert_eq!(used(&conn), vec![VOIDED, 1, VOIDED]);
     }
 
     #[test]
