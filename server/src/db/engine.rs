@@ -35,12 +35,10 @@ use rusqlite::{Connection, OptionalExtension as _, Statement, Transaction, Trans
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit::Entry;
+use super::failures::{self, Failures};
 use super::passcodes::PasscodeRow;
 use super::runs::{self, Run};
-use super::verify::{
-    AUDIT_INSERT, CLEAR_FAILURES, CONSUME_PASSCODE, FORGET_OLD_FAILURES, RECENT_PASSCODES, RECORD_FAILURE, USER_FACTS,
-    audit_values, user_facts,
-};
+use super::verify::{AUDIT_INSERT, CONSUME_PASSCODE, ENGINE_USER_FACTS, RECENT_PASSCODES, audit_values, user_facts};
 use crate::service::verify::{Ledger, UserFacts};
 
 /// Requests waiting for the engine; beyond this, new ones are refused at once.
@@ -143,6 +141,7 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         let claimed = runs::claim(&conn, &this_run, runs::process_alive)
             .context("cannot record this server's run in the database (engine_runs)")?;
         report(&claimed);
+        let failures = Failures::load(&conn, crate::now()).context("cannot read the wrong-passcode log")?;
         // The checkpoint thread ends with this one, when `checkpoints` is dropped.
         let (checkpoints, stop) = std::sync::mpsc::channel::<()>();
         super::checkpoint::start(path, stop)?;
@@ -150,7 +149,7 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         std::thread::Builder::new()
             .name("tessera-sqlite".into())
             .spawn(move || {
-                run(conn, rx, handler, early);
+                run(conn, failures, rx, handler, early);
                 drop(checkpoints);
             })
             .context("cannot start the SQLite verification thread")?;
@@ -215,8 +214,13 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
-fn run<J, O, H>(conn: Connection, mut rx: mpsc::Receiver<Pending<J, O>>, mut handler: H, early: fn(&O) -> bool)
-where
+fn run<J, O, H>(
+    conn: Connection,
+    mut failures: Failures,
+    mut rx: mpsc::Receiver<Pending<J, O>>,
+    mut handler: H,
+    early: fn(&O) -> bool,
+) where
     H: FnMut(&mut TxLedger<'_, '_>, &J) -> anyhow::Result<O>,
 {
     LOCK_DEADLINE.set(Some(Instant::now() + STARTUP_PATIENCE));
@@ -236,7 +240,7 @@ where
                 Err(_) => break,
             }
         }
-        decide_batch(&conn, &mut stmts, &mut batch, &mut handler, early);
+        decide_batch(&conn, &mut stmts, &mut failures, &mut batch, &mut handler, early);
     }
     tracing::debug!("SQLite verification engine stopped");
 }
@@ -245,6 +249,7 @@ where
 fn decide_batch<'c, J, O, H>(
     conn: &'c Connection,
     stmts: &mut Prepared<'c>,
+    failures: &mut Failures,
     batch: &mut Vec<Pending<J, O>>,
     handler: &mut H,
     early: fn(&O) -> bool,
@@ -260,7 +265,7 @@ fn decide_batch<'c, J, O, H>(
     // Wait for another process's write lock only as long as the most urgent request allows.
     let patience = earliest.saturating_duration_since(now).saturating_sub(DEADLINE_MARGIN);
     LOCK_DEADLINE.set(Some(now + patience));
-    let Err(failure) = transaction(conn, stmts, &mut live, handler, early) else { return };
+    let Err(failure) = transaction(conn, stmts, failures, &mut live, handler, early) else { return };
     // Rolled back. Requests already answered (early) are not decided again: a second
     // decision could differ from the answer sent (a passcode the rolled-back batch had
     // consumed is unused again); their failure counts and audit rows are lost.
@@ -282,7 +287,7 @@ fn decide_batch<'c, J, O, H>(
             "batch failed; deciding its requests one by one"
         );
         for p in &mut live {
-            if let Err(e) = transaction(conn, stmts, std::slice::from_mut(p), handler, early) {
+            if let Err(e) = transaction(conn, stmts, failures, std::slice::from_mut(p), handler, early) {
                 let e = if is_busy(&e) { EngineError::Busy } else { EngineError::Failed(format!("{e:#}")) };
                 p.answer(Err(e));
             }
@@ -291,11 +296,13 @@ fn decide_batch<'c, J, O, H>(
 }
 
 /// Runs `handler` for each request in one write transaction and commits; any error rolls
-/// the whole transaction back. Outcomes `early` accepts are answered as they are decided,
-/// the others once the transaction has committed; on an error, those are left unanswered.
+/// the whole transaction back, and with it what the batch changed in `failures`. Outcomes
+/// `early` accepts are answered as they are decided, the others once the transaction has
+/// committed; on an error, those are left unanswered.
 fn transaction<'c, J, O, H>(
     conn: &'c Connection,
     stmts: &mut Prepared<'c>,
+    failures: &mut Failures,
     requests: &mut [Pending<J, O>],
     handler: &mut H,
     early: fn(&O) -> bool,
@@ -307,9 +314,12 @@ where
     // Unchecked (by `&Connection`): the engine's statements borrow the connection for its
     // whole life, and this thread runs one transaction at a time.
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    // What other connections logged since the last batch (committed: kept even if this
+    // batch rolls back).
+    failures.read_new(&mut stmts.failures_after)?;
     let mut decided = Vec::with_capacity(requests.len());
-    {
-        let mut ledger = TxLedger { conn, stmts };
+    let decisions = (|| -> anyhow::Result<()> {
+        let mut ledger = TxLedger { conn, stmts, failures: &mut *failures };
         for (i, p) in requests.iter_mut().enumerate() {
             let outcome = handler(&mut ledger, &p.job)?;
             if early(&outcome) {
@@ -318,8 +328,13 @@ where
                 decided.push((i, outcome));
             }
         }
+        Ok(())
+    })();
+    if let Err(e) = decisions.and_then(|()| Ok(tx.commit()?)) {
+        failures.rollback();
+        return Err(e);
     }
-    tx.commit()?;
+    failures.commit();
     for (i, outcome) in decided {
         requests[i].answer(Ok(outcome));
     }
@@ -337,9 +352,9 @@ fn is_busy(e: &anyhow::Error) -> bool {
 /// The [`Ledger`] inside a batch's transaction. Its operations are plain calls that never
 /// wait, so the service's async sequence runs on this thread without a runtime.
 pub struct TxLedger<'a, 'c> {
-    #[cfg_attr(not(test), allow(dead_code))]
     conn: &'c Connection,
     stmts: &'a mut Prepared<'c>,
+    failures: &'a mut Failures,
 }
 
 /// `$N` placeholders (shared with PostgreSQL) in SQLite's numbered form `?N`: SQLite numbers
@@ -355,9 +370,8 @@ struct Prepared<'c> {
     user_facts: Statement<'c>,
     recent_passcodes: Statement<'c>,
     consume: Statement<'c>,
-    clear_failures: Statement<'c>,
-    forget_old_failures: Statement<'c>,
-    record_failure: Statement<'c>,
+    append_failure: Statement<'c>,
+    failures_after: Statement<'c>,
     audit: Statement<'c>,
 }
 
@@ -365,12 +379,11 @@ impl<'c> Prepared<'c> {
     fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
         let prepare = |sql: &str| conn.prepare(&sqlite_sql(sql));
         Ok(Self {
-            user_facts: prepare(USER_FACTS)?,
+            user_facts: prepare(ENGINE_USER_FACTS)?,
             recent_passcodes: prepare(RECENT_PASSCODES)?,
             consume: prepare(CONSUME_PASSCODE)?,
-            clear_failures: prepare(CLEAR_FAILURES)?,
-            forget_old_failures: prepare(FORGET_OLD_FAILURES)?,
-            record_failure: prepare(RECORD_FAILURE)?,
+            append_failure: conn.prepare(failures::APPEND)?,
+            failures_after: conn.prepare(failures::ROWS_AFTER)?,
             audit: prepare(AUDIT_INSERT)?,
         })
     }
@@ -381,11 +394,13 @@ impl Ledger for TxLedger<'_, '_> {
         let row = self
             .stmts
             .user_facts
-            .query_row(params![domain_id, username, now], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })
+            .query_row(params![domain_id, username], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, 0)))
             .optional()?;
-        Ok(row.map(user_facts))
+        // The count from memory (db::failures), over the user's domain's window.
+        Ok(row.map(user_facts).map(|mut facts| {
+            facts.recent_failures = self.failures.count(facts.id, facts.policy.since(now));
+            facts
+        }))
     }
 
     async fn recent_passcodes(&mut self, user_id: i64) -> anyhow::Result<Vec<PasscodeRow>> {
@@ -406,13 +421,20 @@ impl Ledger for TxLedger<'_, '_> {
     }
 
     async fn clear_failures(&mut self, user_id: i64) -> anyhow::Result<()> {
-        self.stmts.clear_failures.execute(params![user_id])?;
+        let (append, conn) = (&mut self.stmts.append_failure, self.conn);
+        self.failures.clear(user_id, || {
+            append.execute(params![user_id, crate::now(), 1])?;
+            Ok(conn.last_insert_rowid())
+        })?;
         Ok(())
     }
 
     async fn record_failure(&mut self, user_id: i64, now: i64, forget_before: i64) -> anyhow::Result<()> {
-        self.stmts.forget_old_failures.execute(params![user_id, forget_before])?;
-        self.stmts.record_failure.execute(params![user_id, now])?;
+        let (append, conn) = (&mut self.stmts.append_failure, self.conn);
+        self.failures.record(user_id, now, forget_before, || {
+            append.execute(params![user_id, now, 0])?;
+            Ok(conn.last_insert_rowid())
+        })?;
         Ok(())
     }
 
@@ -459,6 +481,15 @@ mod tests {
 
     /// Decides `jobs` as one batch on a connection of its own; the answers in job order.
     fn decide(path: &Path, jobs: &[i64]) -> Vec<Result<i64, EngineError>> {
+        decide_with(path, jobs, &mut insert_or_fail, ends_in_one)
+    }
+
+    fn decide_with(
+        path: &Path,
+        jobs: &[i64],
+        handler: &mut impl FnMut(&mut TxLedger<'_, '_>, &i64) -> anyhow::Result<i64>,
+        early: fn(&i64) -> bool,
+    ) -> Vec<Result<i64, EngineError>> {
         let conn = open(path).unwrap();
         let mut stmts = Prepared::new(&conn).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -468,7 +499,8 @@ mod tests {
             batch.push(Pending { job, deadline, reply: Some(reply) });
             answers.push(answer);
         }
-        decide_batch(&conn, &mut stmts, &mut batch, &mut insert_or_fail, ends_in_one);
+        let mut failures = Failures::load(&conn, crate::now()).unwrap();
+        decide_batch(&conn, &mut stmts, &mut failures, &mut batch, handler, early);
         answers.into_iter().map(|a| a.blocking_recv().unwrap()).collect()
     }
 
@@ -504,6 +536,44 @@ mod tests {
         let answers = decide(&path, &[5, 6]);
         assert_eq!((answers[0].as_ref().unwrap(), answers[1].as_ref().unwrap()), (&51, &60));
         assert_eq!(stored(&path), vec![2, 4, 5, 6]);
+    }
+
+    /// Records a wrong passcode of user 1 at `|v|` through the ledger, then fails for a
+    /// negative `v`; answers the user's count.
+    fn fail_user_one(ledger: &mut TxLedger<'_, '_>, v: &i64) -> anyhow::Result<i64> {
+        use std::future::Future as _;
+        let recorded = {
+            let record = std::pin::pin!(ledger.record_failure(1, v.abs(), 0));
+            record.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        };
+        let std::task::Poll::Ready(recorded) = recorded else { unreachable!("the engine's ledger never waits") };
+        recorded?;
+        anyhow::ensure!(*v >= 0, "negative");
+        Ok(ledger.failures.count(1, 0))
+    }
+
+    #[test]
+    fn failure_counts_roll_back_with_their_batch_and_survive_a_restart() {
+        let (_dir, path, _engine) = engine();
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "INSERT INTO domains (id, code, name, device_name, passcode_lifetime_secs, pin_min_length, \
+                   passcode_length, max_pin_failures, registration_ttl_secs, public_key, private_key, created_at) \
+                   VALUES (1, '127000000001', 'd', 'd', 60, 4, 6, 3, 600, x'00', x'00', 0); \
+                 INSERT INTO users (id, domain_id, username, created_at) VALUES (1, 1, 'alice', 0);",
+            )
+            .unwrap();
+        // -6 fails the batch: the failures of 5 and -6 are undone with it, then 5 and 7 are
+        // decided again one by one and -6 fails alone.
+        let answers = decide_with(&path, &[5, -6, 7], &mut fail_user_one, |_| false);
+        assert_eq!(answers[0].as_ref().unwrap(), &1);
+        assert!(matches!(answers[1], Err(EngineError::Failed(_))));
+        assert_eq!(answers[2].as_ref().unwrap(), &2);
+        let conn = Connection::open(&path).unwrap();
+        let rows: i64 = conn.query_row("SELECT count(*) FROM passcode_failures", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 2);
+        assert_eq!(Failures::load(&conn, 10).unwrap().count(1, 0), 2, "the log replays to the same count");
     }
 
     #[tokio::test]

@@ -1,10 +1,12 @@
 //! Guessing limits: a domain's policy and the wrong-passcode rows counted against it.
 //!
 //! One row per failure rather than a counter, so concurrent failures on several nodes never
-//! lose an update, and the count is simply the rows inside the window.
+//! lose an update, and the count is simply the rows inside the window (rows with
+//! `cleared = 1` are reset markers, not failures). On a SQLite file the RADIUS path counts
+//! in the engine's memory instead (`db::failures`); these queries serve PostgreSQL.
 
 use super::Store;
-use super::verify::{CLEAR_FAILURES, FORGET_OLD_FAILURES, RECORD_FAILURE};
+use super::verify::{CLEAR_FAILURES, FORGET_OLD_FAILURES, MARK_CLEARED, RECORD_FAILURE};
 
 impl Store {
     /// A domain's `(max_passcode_failures, passcode_failure_window_secs)`.
@@ -28,7 +30,7 @@ impl Store {
 
     /// Wrong passcodes of a user since `since` (Unix seconds).
     pub async fn passcode_failures_since(&self, user_id: i64, since: i64) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM passcode_failures WHERE user_id = $1 AND at > $2")
+        sqlx::query_scalar("SELECT COUNT(*) FROM passcode_failures WHERE user_id = $1 AND cleared = 0 AND at > $2")
             .bind(user_id)
             .bind(since)
             .fetch_one(self.pool())
@@ -44,9 +46,12 @@ impl Store {
         tx.commit().await
     }
 
-    /// Forgets a user's wrong passcodes (a right passcode, or an administrator's unlock).
+    /// Forgets a user's wrong passcodes (a right passcode, or an administrator's unlock),
+    /// leaving a marker row that a running SQLite engine reads (`db::failures`).
     pub async fn clear_passcode_failures(&self, user_id: i64) -> sqlx::Result<()> {
-        sqlx::query(CLEAR_FAILURES).bind(user_id).execute(self.pool()).await?;
-        Ok(())
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(CLEAR_FAILURES).bind(user_id).execute(&mut *tx).await?;
+        sqlx::query(MARK_CLEARED).bind(user_id).bind(crate::now()).execute(&mut *tx).await?;
+        tx.commit().await
     }
 }

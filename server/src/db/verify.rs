@@ -11,8 +11,15 @@ use crate::service::verify::{Ledger, UserFacts};
 /// A user with its domain's guessing limit and its wrong passcodes inside that window:
 /// `$1` domain id, `$2` username, `$3` now. One statement instead of three on the hot path.
 pub const USER_FACTS: &str = "SELECT u.id, u.disabled, d.max_passcode_failures, d.passcode_failure_window_secs, \
-     (SELECT COUNT(*) FROM passcode_failures f WHERE f.user_id = u.id AND f.at > $3 - d.passcode_failure_window_secs) \
+     (SELECT COUNT(*) FROM passcode_failures f \
+       WHERE f.user_id = u.id AND f.cleared = 0 AND f.at > $3 - d.passcode_failure_window_secs) \
      FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.domain_id = $1 AND u.username = $2";
+
+/// [`USER_FACTS`] without the count, for the SQLite engine, which counts failures in memory
+/// (`db::failures`).
+pub const ENGINE_USER_FACTS: &str = "SELECT u.id, u.disabled, d.max_passcode_failures, \
+     d.passcode_failure_window_secs FROM users u JOIN domains d ON d.id = u.domain_id \
+     WHERE u.domain_id = $1 AND u.username = $2";
 
 /// A user's most recent passcodes (live, used and recently expired), newest first.
 pub const RECENT_PASSCODES: &str = "SELECT p.id, p.hash, p.expires_at, p.used, d.disabled AS device_disabled \
@@ -23,6 +30,8 @@ pub const RECENT_PASSCODES: &str = "SELECT p.id, p.hash, p.expires_at, p.used, d
 pub const CONSUME_PASSCODE: &str = "UPDATE passcodes SET used = 1 WHERE id = $1 AND used = 0 AND expires_at > $2";
 
 pub const CLEAR_FAILURES: &str = "DELETE FROM passcode_failures WHERE user_id = $1";
+/// The marker a reset leaves, for the SQLite engine, which reads only rows it has not seen.
+pub const MARK_CLEARED: &str = "INSERT INTO passcode_failures (user_id, at, cleared) VALUES ($1, $2, 1)";
 pub const FORGET_OLD_FAILURES: &str = "DELETE FROM passcode_failures WHERE user_id = $1 AND at <= $2";
 pub const RECORD_FAILURE: &str = "INSERT INTO passcode_failures (user_id, at) VALUES ($1, $2)";
 

@@ -1,0 +1,304 @@
+//! Wrong-passcode counts of the SQLite verification engine, kept in its memory.
+//!
+//! On PostgreSQL every node counts a user's failures in SQL over `passcode_failures` and
+//! its `(user_id, at)` index. On SQLite that index put each Reject's write on a page of its
+//! own when users come at random, which made Rejects the slowest answer (BENCHMARKS.md).
+//! So on SQLite the table is an append-only log without that index (migration 0007): a row
+//! per wrong passcode, and a row with `cleared = 1` where a right passcode or an
+//! administrator's unlock resets the count. The engine keeps each user's recent failure
+//! times here, appends its own rows, and at the start of every batch reads the rows after
+//! the last id it has seen, so that another process's rows (`user unlock` from the CLI, a
+//! second server on the same file) count as well. It replays the log at start.
+//!
+//! A batch's own changes are undone if the batch rolls back, as its rows are.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, Statement, params};
+
+/// No domain's window is longer (`ThrottlePolicy::validate`): older failures never count.
+pub const LONGEST_WINDOW_SECS: i64 = 7 * 24 * 3600;
+/// Most failure times kept per user: no domain's limit is higher, and a throttled user's
+/// guesses are not recorded.
+const MOST_PER_USER: usize = 1000;
+/// Failures recorded between two sweeps of users whose failures have all aged out.
+const SWEEP_EVERY: u32 = 100_000;
+
+/// Reads the log's rows after an id, oldest first.
+pub const ROWS_AFTER: &str = "SELECT id, user_id, at, cleared FROM passcode_failures WHERE id > ?1 ORDER BY id";
+/// Appends a failure (`cleared` 0) or a reset (1).
+pub const APPEND: &str = "INSERT INTO passcode_failures (user_id, at, cleared) VALUES (?1, ?2, ?3)";
+
+/// Each user's recent failure times, oldest first, as of the last log row seen.
+#[derive(Debug, Default)]
+pub struct Failures {
+    times: HashMap<i64, Vec<i64>>,
+    /// The id of the last log row applied.
+    last_seen: i64,
+    /// Each user's times before the open batch first changed them, and `last_seen` then.
+    undo: HashMap<i64, Option<Vec<i64>>>,
+    undo_last_seen: i64,
+    since_sweep: u32,
+}
+
+impl Failures {
+    /// Replays the log: every row of the longest possible window before `now`.
+    pub fn load(conn: &Connection, now: i64) -> rusqlite::Result<Self> {
+        let mut failures = Self::default();
+        let mut stmt = conn.prepare(ROWS_AFTER)?;
+        failures.read_new(&mut stmt)?;
+        failures.forget_before(now - LONGEST_WINDOW_SECS);
+        Ok(failures)
+    }
+
+    /// Applies the rows other connections have added since the last call; call it at the
+    /// start of a batch, inside its transaction (the write lock held, so the batch's own
+    /// rows follow).
+    pub fn read_new(&mut self, rows_after: &mut Statement<'_>) -> rusqlite::Result<()> {
+        let mut rows = rows_after.query(params![self.last_seen])?;
+        while let Some(row) = rows.next()? {
+            let (id, user_id, at, cleared): (i64, i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            if cleared != 0 {
+                self.times.remove(&user_id);
+            } else {
+                push(self.times.entry(user_id).or_default(), at);
+            }
+            self.last_seen = id;
+        }
+        self.undo.clear();
+        self.undo_last_seen = self.last_seen;
+        Ok(())
+    }
+
+    /// The user's failures after `since`.
+    pub fn count(&self, user_id: i64, since: i64) -> i64 {
+        self.times.get(&user_id).map_or(0, |t| t.iter().filter(|&&at| at > since).count() as i64)
+    }
+
+    /// Records a failure at `now` and forgets the user's failures at or before
+    /// `forget_before`; `append` writes the log row and returns its id.
+    pub fn record(
+        &mut self,
+        user_id: i64,
+        now: i64,
+        forget_before: i64,
+        append: impl FnOnce() -> rusqlite::Result<i64>,
+    ) -> rusqlite::Result<()> {
+        let id = append()?;
+        self.save(user_id);
+        let times = self.times.entry(user_id).or_default();
+        times.retain(|&at| at > forget_before);
+        push(times, now);
+        self.last_seen = id;
+        self.since_sweep += 1;
+        if self.since_sweep >= SWEEP_EVERY {
+            self.since_sweep = 0;
+            self.forget_before(now - LONGEST_WINDOW_SECS);
+        }
+        Ok(())
+    }
+
+    /// Resets the user's count; `append` writes the log row and returns its id.
+    pub fn clear(&mut self, user_id: i64, append: impl FnOnce() -> rusqlite::Result<i64>) -> rusqlite::Result<()> {
+        let id = append()?;
+        self.save(user_id);
+        self.times.remove(&user_id);
+        self.last_seen = id;
+        Ok(())
+    }
+
+    /// The open batch committed: its changes stay.
+    pub fn commit(&mut self) {
+        self.undo.clear();
+        self.undo_last_seen = self.last_seen;
+    }
+
+    /// The open batch rolled back: its changes are undone, as its log rows were (their ids
+    /// may be handed out again).
+    pub fn rollback(&mut self) {
+        for (user_id, before) in self.undo.drain() {
+            match before {
+                Some(times) => self.times.insert(user_id, times),
+                None => self.times.remove(&user_id),
+            };
+        }
+        self.last_seen = self.undo_last_seen;
+    }
+
+    /// Keeps the user's times as they were before the open batch, once.
+    fn save(&mut self, user_id: i64) {
+        if !self.undo.contains_key(&user_id) {
+            self.undo.insert(user_id, self.times.get(&user_id).cloned());
+        }
+    }
+
+    fn forget_before(&mut self, cutoff: i64) {
+        self.times.retain(|_, t| t.last().is_some_and(|&at| at > cutoff));
+    }
+
+    #[cfg(test)]
+    fn users(&self) -> usize {
+        self.times.len()
+    }
+}
+
+/// Adds a time, dropping the oldest beyond [`MOST_PER_USER`].
+fn push(times: &mut Vec<i64>, at: i64) {
+    times.push(at);
+    if times.len() > MOST_PER_USER {
+        times.remove(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A migrated database with users 1 and 2.
+    fn database() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("f.db")).unwrap();
+        for migration in super::super::SQLITE_MIGRATIONS.iter() {
+            conn.execute_batch(migration.sql.as_ref()).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO domains (id, code, name, device_name, passcode_lifetime_secs, pin_min_length, passcode_length, \
+               max_pin_failures, registration_ttl_secs, public_key, private_key, created_at) \
+               VALUES (1, '127000000001', 'd', 'd', 60, 4, 6, 3, 600, x'00', x'00', 0); \
+             INSERT INTO users (id, domain_id, username, created_at) VALUES (1, 1, 'alice', 0), (2, 1, 'bob', 0);",
+        )
+        .unwrap();
+        (dir, conn)
+    }
+
+    fn append(conn: &Connection, user_id: i64, at: i64, cleared: i64) -> rusqlite::Result<i64> {
+        conn.execute(APPEND, params![user_id, at, cleared])?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    #[test]
+    fn failures_count_inside_the_window_and_a_clear_resets_them() {
+        let (_dir, conn) = database();
+        let mut f = Failures::load(&conn, 1000).unwrap();
+        for at in [900, 950, 1000] {
+            f.record(1, at, 0, || append(&conn, 1, at, 0)).unwrap();
+        }
+        f.commit();
+        assert_eq!(f.count(1, 940), 2);
+        assert_eq!(f.count(1, 0), 3);
+        assert_eq!(f.count(2, 0), 0);
+        // Recording forgets what is at or before `forget_before`.
+        f.record(1, 1010, 900, || append(&conn, 1, 1010, 0)).unwrap();
+        assert_eq!(f.count(1, 0), 3);
+        f.clear(1, || append(&conn, 1, 1020, 1)).unwrap();
+        f.commit();
+        assert_eq!(f.count(1, 0), 0);
+    }
+
+    #[test]
+    fn the_log_replayed_at_start_gives_the_same_counts() {
+        let (_dir, conn) = database();
+        let mut f = Failures::load(&conn, 1000).unwrap();
+        for (user, at) in [(1, 900), (2, 910), (1, 920)] {
+            f.record(user, at, 0, || append(&conn, user, at, 0)).unwrap();
+        }
+        f.clear(2, || append(&conn, 2, 930, 1)).unwrap();
+        f.record(2, 940, 0, || append(&conn, 2, 940, 0)).unwrap();
+        f.commit();
+        let replayed = Failures::load(&conn, 1000).unwrap();
+        assert_eq!((replayed.count(1, 0), replayed.count(2, 0)), (2, 1));
+        assert_eq!(replayed.last_seen, f.last_seen);
+        // A week later nothing is left to count.
+        let later = Failures::load(&conn, 1000 + LONGEST_WINDOW_SECS).unwrap();
+        assert_eq!(later.users(), 0);
+    }
+
+    #[test]
+    fn rows_another_connection_added_are_read_at_the_next_batch() {
+        let (dir, conn) = database();
+        let mut f = Failures::load(&conn, 1000).unwrap();
+        f.record(1, 900, 0, || append(&conn, 1, 900, 0)).unwrap();
+        f.commit();
+        // Another process: a failure of bob, then an unlock of alice.
+        let other = Connection::open(dir.path().join("f.db")).unwrap();
+        append(&other, 2, 905, 0).unwrap();
+        append(&other, 1, 906, 1).unwrap();
+        let mut stmt = conn.prepare(ROWS_AFTER).unwrap();
+        f.read_new(&mut stmt).unwrap();
+        assert_eq!((f.count(1, 0), f.count(2, 0)), (0, 1));
+        // Read once only.
+        f.read_new(&mut stmt).unwrap();
+        assert_eq!(f.count(2, 0), 1);
+    }
+
+    #[test]
+    fn a_rolled_back_batch_leaves_no_trace() {
+        let (_dir, conn) = database();
+        let mut f = Failures::load(&conn, 1000).unwrap();
+        f.record(1, 900, 0, || append(&conn, 1, 900, 0)).unwrap();
+        f.commit();
+        let mut stmt = conn.prepare(ROWS_AFTER).unwrap();
+        conn.execute_batch("BEGIN").unwrap();
+        f.read_new(&mut stmt).unwrap();
+        f.record(1, 910, 0, || append(&conn, 1, 910, 0)).unwrap();
+        f.record(2, 910, 0, || append(&conn, 2, 910, 0)).unwrap();
+        f.clear(1, || append(&conn, 1, 920, 1)).unwrap();
+        conn.execute_batch("ROLLBACK").unwrap();
+        f.rollback();
+        assert_eq!((f.count(1, 0), f.count(2, 0)), (1, 0));
+        // The ids the rolled-back rows had are handed out again and read as new.
+        let other = append(&conn, 2, 930, 0).unwrap();
+        f.read_new(&mut stmt).unwrap();
+        assert_eq!(f.count(2, 0), 1);
+        assert_eq!(f.last_seen, other);
+    }
+
+    #[test]
+    fn a_failed_append_changes_nothing() {
+        let (_dir, conn) = database();
+        let mut f = Failures::load(&conn, 1000).unwrap();
+        let failed = f.record(1, 900, 0, || Err(rusqlite::Error::QueryReturnedNoRows));
+        assert!(failed.is_err());
+        assert_eq!(f.count(1, 0), 0);
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_the_logs_front_older_than_every_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let store = super::super::Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO domains (id, code, name, device_name, passcode_lifetime_secs, pin_min_length, passcode_length, \
+               max_pin_failures, registration_ttl_secs, public_key, private_key, created_at, \
+               passcode_failure_window_secs) VALUES (1, '127000000001', 'd', 'd', 60, 4, 6, 3, 600, x'00', x'00', 0, 600); \
+             INSERT INTO users (id, domain_id, username, created_at) VALUES (1, 1, 'alice', 0);",
+        )
+        .unwrap();
+        let now = 10_000;
+        // Old rows, a reset, then the first row inside the window; after it one stamped
+        // early (a clock step) stays, as everything after the first recent row does.
+        for (at, cleared) in [(now - 1000, 0), (now - 900, 1), (now - 100, 0), (now - 1000, 0), (now - 50, 0)] {
+            append(&conn, 1, at, cleared).unwrap();
+        }
+        store.prune(now).await.unwrap();
+        let mut stmt = conn.prepare("SELECT id FROM passcode_failures ORDER BY id").unwrap();
+        let ids: Vec<i64> = stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap();
+        assert_eq!(ids, vec![3, 4, 5]);
+        // All of it old: all of it goes, and new ids still come after the old ones.
+        store.prune(now + 1000).await.unwrap();
+        assert_eq!(append(&conn, 1, now + 1000, 0).unwrap(), 6);
+        let left: i64 = conn.query_row("SELECT count(*) FROM passcode_failures", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 1);
+    }
+
+    #[test]
+    fn a_user_keeps_at_most_the_highest_limit_of_times() {
+        let mut times = Vec::new();
+        for at in 0..(MOST_PER_USER as i64 + 5) {
+            push(&mut times, at);
+        }
+        assert_eq!(times.len(), MOST_PER_USER);
+        assert_eq!(times[0], 5);
+    }
+}
