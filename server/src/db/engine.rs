@@ -460,9 +460,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.db");
         let conn = Connection::open(&path).unwrap();
-        for migration in super::super::SQLITE_MIGRATIONS.iter() {
-            conn.execute_batch(migration.sql.as_ref()).unwrap();
-        }
+        crate::db::test_db::migrate(&conn);
         conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)").unwrap();
         let engine = Engine::start(&path, insert_or_fail, ends_in_one).unwrap();
         (dir, path, engine)
@@ -555,15 +553,7 @@ mod tests {
     #[test]
     fn failure_counts_roll_back_with_their_batch_and_survive_a_restart() {
         let (_dir, path, _engine) = engine();
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(
-                "INSERT INTO domains (id, code, name, device_name, passcode_lifetime_secs, pin_min_length, \
-                   passcode_length, max_pin_failures, registration_ttl_secs, public_key, private_key, created_at) \
-                   VALUES (1, '127000000001', 'd', 'd', 60, 4, 6, 3, 600, x'00', x'00', 0); \
-                 INSERT INTO users (id, domain_id, username, created_at) VALUES (1, 1, 'alice', 0);",
-            )
-            .unwrap();
+        Connection::open(&path).unwrap().execute_batch(crate::db::test_db::DOMAIN_AND_ALICE).unwrap();
         // -6 fails the batch: the failures of 5 and -6 are undone with it, then 5 and 7 are
         // decided again one by one and -6 fails alone.
         let answers = decide_with(&path, &[5, -6, 7], &mut fail_user_one, |_| false);

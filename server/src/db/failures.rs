@@ -153,21 +153,15 @@ fn push(times: &mut Vec<i64>, at: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::test_db::{DOMAIN_AND_ALICE, migrate};
 
     /// A migrated database with users 1 and 2.
     fn database() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let conn = Connection::open(dir.path().join("f.db")).unwrap();
-        for migration in super::super::SQLITE_MIGRATIONS.iter() {
-            conn.execute_batch(migration.sql.as_ref()).unwrap();
-        }
-        conn.execute_batch(
-            "INSERT INTO domains (id, code, name, device_name, passcode_lifetime_secs, pin_min_length, passcode_length, \
-               max_pin_failures, registration_ttl_secs, public_key, private_key, created_at) \
-               VALUES (1, '127000000001', 'd', 'd', 60, 4, 6, 3, 600, x'00', x'00', 0); \
-             INSERT INTO users (id, domain_id, username, created_at) VALUES (1, 1, 'alice', 0), (2, 1, 'bob', 0);",
-        )
-        .unwrap();
+        migrate(&conn);
+        conn.execute_batch(DOMAIN_AND_ALICE).unwrap();
+        conn.execute_batch("INSERT INTO users (id, domain_id, username, created_at) VALUES (2, 1, 'bob', 0)").unwrap();
         (dir, conn)
     }
 
@@ -268,13 +262,7 @@ mod tests {
         let path = dir.path().join("p.db");
         let store = super::super::Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "INSERT INTO domains (id, code, name, device_name, passcode_lifetime_secs, pin_min_length, passcode_length, \
-               max_pin_failures, registration_ttl_secs, public_key, private_key, created_at, \
-               passcode_failure_window_secs) VALUES (1, '127000000001', 'd', 'd', 60, 4, 6, 3, 600, x'00', x'00', 0, 600); \
-             INSERT INTO users (id, domain_id, username, created_at) VALUES (1, 1, 'alice', 0);",
-        )
-        .unwrap();
+        conn.execute_batch(DOMAIN_AND_ALICE).unwrap();
         let now = 10_000;
         // Old rows, a reset, then the first row inside the window; after it one stamped
         // early (a clock step) stays, as everything after the first recent row does.

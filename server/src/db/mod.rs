@@ -212,6 +212,23 @@ pub fn redact_url(url: &str) -> String {
     url.to_owned()
 }
 
+/// What the SQLite engine's unit tests build their databases from.
+#[cfg(test)]
+pub(crate) mod test_db {
+    /// Domain 1 (code 127000000001, a 600 s guessing window) and its user 1, alice.
+    pub const DOMAIN_AND_ALICE: &str = "INSERT INTO domains (id, code, name, device_name, passcode_lifetime_secs, pin_min_length, passcode_length, \
+           max_pin_failures, registration_ttl_secs, public_key, private_key, created_at) \
+           VALUES (1, '127000000001', 'd', 'd', 60, 4, 6, 3, 600, x'00', x'00', 0); \
+         INSERT INTO users (id, domain_id, username, created_at) VALUES (1, 1, 'alice', 0);";
+
+    /// Applies every SQLite migration to `conn`.
+    pub fn migrate(conn: &rusqlite::Connection) {
+        for migration in super::SQLITE_MIGRATIONS.iter() {
+            conn.execute_batch(migration.sql.as_ref()).unwrap();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,6 +149,7 @@ pub fn release(path: &Path, run: &Run) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::test_db::{DOMAIN_AND_ALICE, migrate};
 
     /// A migrated database file with one user and passcodes: 1 live, 2 used, 3 expired.
     fn database() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
@@ -156,15 +157,10 @@ mod tests {
         let path = dir.path().join("r.db");
         let conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        for migration in super::super::SQLITE_MIGRATIONS.iter() {
-            conn.execute_batch(migration.sql.as_ref()).unwrap();
-        }
+        migrate(&conn);
+        conn.execute_batch(DOMAIN_AND_ALICE).unwrap();
         conn.execute_batch(
-            "INSERT INTO domains (id, code, name, device_name, passcode_lifetime_secs, pin_min_length, passcode_length, \
-               max_pin_failures, registration_ttl_secs, public_key, private_key, created_at) \
-               VALUES (1, '127000000001', 'd', 'd', 60, 4, 6, 3, 600, x'00', x'00', 0); \
-             INSERT INTO users (id, domain_id, username, created_at) VALUES (1, 1, 'alice', 0); \
-             INSERT INTO devices (id, domain_id, device_key_id, user_id, public_key, pin_hash, created_at) \
+            "INSERT INTO devices (id, domain_id, device_key_id, user_id, public_key, pin_hash, created_at) \
                VALUES (1, 1, 'k', 1, x'00', 'h', 0); \
              INSERT INTO passcodes (id, user_id, device_id, hash, expires_at, used, created_at) VALUES \
                (1, 1, 1, x'01', 2000, 0, 0), (2, 1, 1, x'02', 2000, 1, 0), (3, 1, 1, x'03', 500, 0, 0);",
