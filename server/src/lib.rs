@@ -6,6 +6,8 @@ pub mod cli;
 pub mod commands;
 /// Settings from defaults, a TOML file, the environment and flags.
 pub mod config;
+/// Long-lived low-priority threads for argon2id, HPKE and RSA work.
+pub mod crypto_pool;
 /// Storage: every SQL statement, SQLite or PostgreSQL behind one store.
 pub mod db;
 /// Types and rules with no I/O: usernames, settings, passcodes, PINs.

@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
+use crate::crypto_pool::CryptoPool;
 use crate::db::Store;
 use crate::db::engine::{Engine, TxLedger};
 use crate::domain::passcode::PasscodeKey;
@@ -18,13 +17,13 @@ pub const PASSCODE_SECRET: &str = "passcode-hmac-v1";
 pub struct AppState {
     pub store: Store,
     pub passcode_key: PasscodeKey,
-    /// Bounds concurrent HPKE and RSA work (a fraction of a millisecond each) so it cannot
-    /// starve the runtime.
-    pub crypto_permits: Arc<Semaphore>,
-    /// Bounds concurrent argon2id hashes and verifies (19 MiB and ~15 ms of one core each) to
-    /// one per core: more only time-slice the same cores and evict each other's memory from
-    /// the cache (4 threads on 2 cores verify 7–10 % fewer PINs a second than 2, BENCHMARKS.md).
-    pub argon2_permits: Arc<Semaphore>,
+    /// Threads for HPKE and RSA work (a fraction of a millisecond each), two per core, so it
+    /// cannot starve the runtime.
+    pub crypto: Arc<CryptoPool>,
+    /// Threads for argon2id hashes and verifies (19 MiB and ~15 ms of one core each), one per
+    /// core: more only time-slice the same cores and evict each other's memory from the cache
+    /// (4 threads on 2 cores verify 7–10 % fewer PINs a second than 2, BENCHMARKS.md).
+    pub argon2: Arc<CryptoPool>,
     /// Registrations per source address (each costs an argon2 hash).
     pub registration_limiter: Arc<RateLimiter>,
     /// On a SQLite file, the engine that decides RADIUS requests with group commit; none on
@@ -53,69 +52,20 @@ impl AppState {
             store,
             engine,
             passcode_key,
-            crypto_permits: Arc::new(Semaphore::new(workers * 2)),
-            argon2_permits: Arc::new(Semaphore::new(workers)),
+            crypto: Arc::new(CryptoPool::start("tessera-crypto", workers * 2)?),
+            argon2: Arc::new(CryptoPool::start("tessera-argon2", workers)?),
             registration_limiter: Arc::new(RateLimiter::new(20, std::time::Duration::from_secs(3))),
         })
     }
 
-    /// Runs CPU-heavy crypto on the blocking pool, bounded by `crypto_permits`, at the
-    /// lowest CPU priority (`SCHED_IDLE`, see [`lower_priority`]).
+    /// Runs CPU-heavy crypto (HPKE, RSA) on the crypto threads, at the lowest CPU priority.
     pub async fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-        run_lowered(&self.crypto_permits, f).await
+        self.crypto.run(f).await
     }
 
-    /// Runs an argon2id hash or verify on the blocking pool, bounded by `argon2_permits`, at
-    /// the lowest CPU priority.
+    /// Runs an argon2id hash or verify on the argon2id threads, at the lowest CPU priority.
     pub async fn argon2<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-        run_lowered(&self.argon2_permits, f).await
-    }
-}
-
-async fn run_lowered<T: Send + 'static>(
-    permits: &Semaphore,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> anyhow::Result<T> {
-    let _permit = permits.acquire().await?;
-    Ok(tokio::task::spawn_blocking(move || {
-        lower_priority();
-        f()
-    })
-    .await?)
-}
-
-/// The nice value of threads doing argon2 and RSA work where `SCHED_IDLE` is refused.
-const CRYPTO_NICE: i32 = 10;
-
-/// Puts the calling thread under Linux's `SCHED_IDLE` policy, or at nice [`CRYPTO_NICE`] if
-/// that is refused. Issuance saturates every core with argon2id (tens of milliseconds each);
-/// a RADIUS thread that wakes must get a core at once. At nice 10 it often did not: this
-/// kernel's scheduler (EEVDF) lets a running task finish its slice, and RADIUS threads
-/// waited up to 4 ms behind argon2 (`perf sched`; RADIUS p99 at 16 in flight 2.2-7.1 ms
-/// beside a nice-10 argon2 process against 1.1-1.4 ms beside a `SCHED_IDLE` one,
-/// BENCHMARKS.md). A `SCHED_IDLE` thread is preempted by any other thread that wakes, and
-/// still has every cycle the rest leave idle. Linux keeps the policy per thread, and a
-/// thread may always lower its own; it is set once and kept on a reused blocking thread.
-fn lower_priority() {
-    use thread_priority::{
-        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy, set_thread_priority_and_policy,
-        thread_native_id, thread_schedule_policy,
-    };
-    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-    if thread_schedule_policy().is_ok_and(|p| p == idle) {
-        return;
-    }
-    // The crate also sets the nice value to 0 for this policy, where nice has no effect;
-    // that part may be refused (a server started under `nice`): only the policy counts.
-    let _ = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle);
-    if thread_schedule_policy().is_ok_and(|p| p == idle) {
-        return;
-    }
-    use rustix::process::{getpriority_process, setpriority_process};
-    let result = getpriority_process(None)
-        .and_then(|now| if now < CRYPTO_NICE { setpriority_process(None, CRYPTO_NICE) } else { Ok(()) });
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "cannot lower the priority of a crypto thread");
+        self.argon2.run(f).await
     }
 }
 
@@ -132,7 +82,7 @@ mod tests {
         let policy = || thread_schedule_policy().unwrap();
         let before = policy();
         assert_ne!(before, ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle));
-        // Kept: a reused blocking thread stays where the first job put it.
+        // Every job of both pools, whichever of their threads runs it.
         for _ in 0..4 {
             assert_eq!(
                 state.blocking(policy).await.unwrap(),
