@@ -26,6 +26,7 @@
 //! consumed for a requester that has already been told Reject.
 
 use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -318,7 +319,11 @@ where
     // batch rolls back).
     failures.read_new(&mut stmts.failures_after)?;
     let mut decided = Vec::with_capacity(requests.len());
-    let decisions = (|| -> anyhow::Result<()> {
+    // A panic while deciding (a bug, perhaps reachable by a crafted request) fails the batch
+    // as an error does, and the thread goes on: the batch rolls back and is decided again
+    // request by request, where only the request that panics fails. An engine thread that
+    // died would leave every later RADIUS request without a decision until a restart.
+    let decisions = std::panic::catch_unwind(AssertUnwindSafe(|| -> anyhow::Result<()> {
         let mut ledger = TxLedger { conn, stmts, failures: &mut *failures };
         for (i, p) in requests.iter_mut().enumerate() {
             let outcome = handler(&mut ledger, &p.job)?;
@@ -329,7 +334,20 @@ where
             }
         }
         Ok(())
-    })();
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        tracing::error!(
+            panic = what,
+            requests = requests.len(),
+            "bug: deciding a RADIUS request panicked; its batch is rolled back"
+        );
+        Err(anyhow::anyhow!("deciding the request panicked: {what}"))
+    });
     if let Err(e) = decisions.and_then(|()| Ok(tx.commit()?)) {
         failures.rollback();
         return Err(e);
@@ -457,13 +475,19 @@ mod tests {
     /// fresh file, and an engine whose handler inserts the job's value, failing for negative
     /// values, and answers outcomes that end in 1 early.
     fn engine() -> (tempfile::TempDir, std::path::PathBuf, Engine<i64, i64>) {
+        let (dir, path) = schema();
+        let engine = Engine::start(&path, insert_or_fail, ends_in_one).unwrap();
+        (dir, path, engine)
+    }
+
+    /// The file of [`engine`], with no engine started on it.
+    fn schema() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.db");
         let conn = Connection::open(&path).unwrap();
         crate::db::test_db::migrate(&conn);
         conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)").unwrap();
-        let engine = Engine::start(&path, insert_or_fail, ends_in_one).unwrap();
-        (dir, path, engine)
+        (dir, path)
     }
 
     /// Inserts `v` and answers `10 v + 1` for odd `v` (early), `10 v` for even `v`.
@@ -534,6 +558,30 @@ mod tests {
         let answers = decide(&path, &[5, 6]);
         assert_eq!((answers[0].as_ref().unwrap(), answers[1].as_ref().unwrap()), (&51, &60));
         assert_eq!(stored(&path), vec![2, 4, 5, 6]);
+    }
+
+    /// As [`insert_or_fail`], but panics on 13 after inserting it.
+    fn insert_or_panic(ledger: &mut TxLedger<'_, '_>, v: &i64) -> anyhow::Result<i64> {
+        let outcome = insert_or_fail(ledger, v)?;
+        assert_ne!(*v, 13, "a bug reached by request 13");
+        Ok(outcome)
+    }
+
+    #[tokio::test]
+    async fn a_panic_fails_only_its_own_request_and_the_engine_goes_on() {
+        let (_dir, path) = schema();
+        let engine = Engine::start(&path, insert_or_panic, ends_in_one).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Queued together, so they are likely one batch; decided again alone after the panic.
+        let (a, b, c) =
+            tokio::join!(engine.submit(2, deadline), engine.submit(13, deadline), engine.submit(4, deadline));
+        assert_eq!((a.unwrap(), c.unwrap()), (20, 40));
+        assert!(matches!(&b, Err(EngineError::Failed(e)) if e.contains("panicked")), "{b:?}");
+        for _ in 0..3 {
+            assert!(matches!(engine.submit(13, deadline).await, Err(EngineError::Failed(_))));
+            assert_eq!(engine.submit(6, deadline).await.unwrap(), 60, "the engine thread still decides");
+        }
+        assert_eq!(stored(&path), vec![2, 4, 6, 6, 6], "the panicking request's insert rolled back");
     }
 
     /// Records a wrong passcode of user 1 at `|v|` through the ledger, then fails for a
