@@ -129,3 +129,30 @@ fn a_pending_registration_gets_no_passcode_until_validated() {
     let passcode = dave.passcode("112233");
     assert_eq!(radclient(f.server.radius, "dave", &passcode, true), RadclientAnswer::Accept);
 }
+
+#[test]
+fn two_registrations_at_once_on_one_keystore_keep_both_domains() {
+    let f = Fixture::new(&[]);
+    f.server.cli_ok(&["domain", "add", "--name", "Second", "--code", "127000000002"]);
+    f.server.cli_ok(&["domain", "add", "--name", "Third", "--code", "127000000003"]);
+    let url = f.server.token_url();
+    // alice's keystore already holds the first domain; two tokens add the others at once.
+    // Each reads the keystore, spends a second or so on its key and the server, then
+    // writes: without the keystore's lock the second write drops the first one's domain.
+    let (pin1, pin2) = (format!("{PIN}\n"), format!("{PIN}\n"));
+    let second = f.alice.spawn(&["add-domain", "127000000002", "--server", &url, "--pin-stdin"], &pin1);
+    let third = f.alice.spawn(&["add-domain", "127000000003", "--server", &url, "--pin-stdin"], &pin2);
+    for child in [second, third] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "add-domain failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let list = f.alice.run(&["list"], "");
+    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    let listed = String::from_utf8_lossy(&list.stdout);
+    for code in [DOMAIN, "127000000002", "127000000003"] {
+        assert!(listed.contains(code), "domain {code} missing from the keystore:\n{listed}");
+    }
+    // The first domain's device key is still there and works.
+    let out = f.alice.run(&["passcode", DOMAIN, "--pin-stdin"], &format!("{PIN}\n"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

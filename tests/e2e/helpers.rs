@@ -265,6 +265,11 @@ impl Token {
 
     /// Runs `tessera-token ARGS…` with `stdin` as its input.
     pub fn run(&self, args: &[&str], stdin: &str) -> Output {
+        self.spawn(args, stdin).wait_with_output().unwrap()
+    }
+
+    /// Starts `tessera-token ARGS…` with `stdin` as its input, without waiting for it.
+    pub fn spawn(&self, args: &[&str], stdin: &str) -> std::process::Child {
         let mut child = Command::new(bin("tessera-token"))
             .args(args)
             .env("TESSERA_TOKEN_STORE", self.dir.path().join("keystore.json"))
@@ -275,7 +280,7 @@ impl Token {
             .spawn()
             .unwrap();
         child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        child
     }
 
     /// Registers with the test domain; returns the registration code.

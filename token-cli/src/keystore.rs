@@ -256,6 +256,35 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
     builder.create(dir)
 }
 
+/// Takes the keystore's lock: an exclusive lock on `.NAME.lock` beside it (created, mode
+/// 0600, and never removed, so two processes always lock the same file). Held from reading
+/// the keystore to writing it back, so two tokens changing it at once (two `add-domain`s)
+/// cannot lose each other's domain; readers need no lock, since every write is one rename.
+/// Says so on stderr when it has to wait. Released when the returned file is dropped.
+pub fn lock(path: &Path) -> anyhow::Result<fs::File> {
+    let fail = |e: io::Error| anyhow::anyhow!("cannot lock the keystore at {}: {e}", path.display());
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    create_private_dir(&dir).map_err(fail)?;
+    let file_name = path.file_name().ok_or_else(|| anyhow::anyhow!("the keystore path has no file name"))?;
+    let mut options = fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(dir.join(format!(".{}.lock", file_name.to_string_lossy()))).map_err(fail)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            eprintln!("Waiting for another tessera-token to finish with {}…", path.display());
+            file.lock().map_err(fail)?;
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(fail(e)),
+    }
+    Ok(file)
+}
+
 /// Makes the rename durable; best effort, since not every platform can fsync a directory.
 fn sync_dir(dir: &Path) {
     #[cfg(unix)]

@@ -42,7 +42,7 @@ pub struct Args {
 pub fn run(store: &Store, args: Args) -> anyhow::Result<()> {
     let code = parse_code(&args.code)?;
     let server = args.server.unwrap_or_else(|| code.default_server_url()).trim_end_matches('/').to_owned();
-    let (mut contents, passphrase) = store.open_or_new()?;
+    let (contents, passphrase) = store.open_or_new()?;
     if contents.find(&code.to_string()).is_some() {
         bail!("already registered with domain {code}; `tessera-token remove {code}` first");
     }
@@ -61,7 +61,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<()> {
     let registration_code = device::registration_code(&server_key, &device_id, &server_nonce);
 
     // Saved only now: a failed registration leaves no half-registered domain behind.
-    contents.domains.push(Domain {
+    let domain = Domain {
         code: code.to_string(),
         name: info.name.clone(),
         device_name: info.device_name,
@@ -71,8 +71,17 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<()> {
         device_id,
         private_key: b64(&key.to_pkcs8_der()),
         registered_at: u64::try_from(unix_now()).unwrap_or_default(),
-    });
-    store.save(&contents, &passphrase)?;
+    };
+    store.update(&passphrase, |contents| {
+        if contents.find(&domain.code).is_some() {
+            bail!(
+                "another tessera-token registered with domain {code} meanwhile; this registration is not kept \
+                 (ask your administrator to delete its device if it was validated)"
+            );
+        }
+        contents.domains.push(domain);
+        Ok(())
+    })?;
     print_result(&registration_code)?;
     match registered.validated_username {
         Some(user) => eprintln!("Registered with {} and validated automatically as {user}.", info.name),

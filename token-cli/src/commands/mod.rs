@@ -47,8 +47,22 @@ impl Store {
         Ok((Contents::default(), passphrase(true, self)?))
     }
 
-    pub fn save(&self, contents: &Contents, passphrase: &str) -> anyhow::Result<()> {
-        keystore::save(&self.path, passphrase, contents, KdfCost::PRODUCTION)
+    /// Applies `change` to the keystore as it is on disk now (empty if there is none yet) and
+    /// saves it, under the keystore's lock ([`keystore::lock`]): what another token wrote
+    /// since this one opened the keystore is kept, not overwritten.
+    pub fn update(
+        &self,
+        passphrase: &str,
+        change: impl FnOnce(&mut Contents) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let _lock = keystore::lock(&self.path)?;
+        let mut contents = match keystore::open(&self.path, passphrase) {
+            Ok(contents) => contents,
+            Err(OpenError::Missing(_)) => Contents::default(),
+            Err(e) => return Err(e.into()),
+        };
+        change(&mut contents)?;
+        keystore::save(&self.path, passphrase, &contents, KdfCost::PRODUCTION)
     }
 
     /// An error for a keystore entry that decrypted but does not make sense.

@@ -14,11 +14,13 @@ pub struct Args {
 }
 
 pub fn run(store: &Store, args: Args) -> anyhow::Result<()> {
-    let (mut contents, passphrase) = store.open()?;
+    let (contents, passphrase) = store.open()?;
     let domain = pick(&contents, Some(&args.code))?;
     let (code, name) = (domain.code.clone(), domain.name.clone());
-    contents.domains.retain(|d| d.code != code);
-    store.save(&contents, &passphrase)?;
+    store.update(&passphrase, |contents| {
+        contents.domains.retain(|d| d.code != code);
+        Ok(())
+    })?;
     eprintln!("Removed domain {code} ({name}) and its device key from the keystore.");
     Ok(())
 }
