@@ -114,6 +114,7 @@ fn the_session_cookie_is_http_only_and_same_site_and_signing_out_ends_the_sessio
     let a = c.login(ADMIN, PASSWORD);
     let cookie = a.set_cookies.iter().find(|s| s.starts_with("tessera_session=")).expect("a session cookie");
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "plain HTTP with no proxy in front: {cookie}");
     let old = c.cookies.clone();
     assert_eq!(c.get("/domains").status, 200);
     let out = c.post("/logout", &[("csrf", &c.csrf())]);
@@ -122,6 +123,23 @@ fn the_session_cookie_is_http_only_and_same_site_and_signing_out_ends_the_sessio
     assert_eq!(c.get("/domains").location.as_deref(), Some("/login"), "the old cookie no longer works");
     let logs = server.cli_ok(&["domain", "list"]);
     assert!(logs.is_empty());
+}
+
+#[test]
+fn behind_a_tls_proxy_every_console_cookie_is_secure() {
+    let server = TestServer::start();
+    add_admin(&server, ADMIN, PASSWORD);
+    let mut c = Console::new(&server);
+    c.headers.push(("X-Forwarded-Proto", "https"));
+    let page = c.get("/login");
+    let a = c.login(ADMIN, PASSWORD);
+    assert_eq!(a.status, 303, "sign-in failed: {}", a.body);
+    let out = c.post("/logout", &[("csrf", &c.csrf())]);
+    let cookies: Vec<_> = [page.set_cookies, a.set_cookies, out.set_cookies].concat();
+    assert_eq!(cookies.len(), 4, "login form, session, login form cleared, session cleared: {cookies:?}");
+    for cookie in &cookies {
+        assert!(cookie.ends_with("; Secure"), "{cookie}");
+    }
 }
 
 #[test]

@@ -37,12 +37,14 @@ pub struct Console {
     agent: ureq::Agent,
     /// `name=value` pairs sent as the Cookie header.
     pub cookies: Vec<String>,
+    /// Headers sent with every request, as a reverse proxy in front would add them.
+    pub headers: Vec<(&'static str, &'static str)>,
 }
 
 impl Console {
     pub fn new(server: &TestServer) -> Self {
         let agent = ureq::Agent::config_builder().max_redirects(0).http_status_as_error(false).build().into();
-        Self { base: format!("http://{}", server.admin), agent, cookies: vec![] }
+        Self { base: format!("http://{}", server.admin), agent, cookies: vec![], headers: vec![] }
     }
 
     /// A client signed in as the test administrator (created first).
@@ -56,6 +58,9 @@ impl Console {
 
     pub fn get(&self, path: &str) -> Answer {
         let mut req = self.agent.get(format!("{}{path}", self.base));
+        for (name, value) in &self.headers {
+            req = req.header(*name, *value);
+        }
         if !self.cookies.is_empty() {
             req = req.header("Cookie", self.cookies.join("; "));
         }
@@ -64,6 +69,9 @@ impl Console {
 
     pub fn post(&self, path: &str, form: &[(&str, &str)]) -> Answer {
         let mut req = self.agent.post(format!("{}{path}", self.base));
+        for (name, value) in &self.headers {
+            req = req.header(*name, *value);
+        }
         if !self.cookies.is_empty() {
             req = req.header("Cookie", self.cookies.join("; "));
         }

@@ -24,15 +24,15 @@ struct LoginPage {
     error: Option<String>,
 }
 
-fn page(status: StatusCode, username: String, error: Option<String>) -> Response {
+fn page(request: &HeaderMap, status: StatusCode, username: String, error: Option<String>) -> Response {
     let csrf = admins::random_hex();
     let page = LoginPage { l: Layout::anonymous("Sign in"), csrf: csrf.clone(), username, error };
-    let cookie = set_cookie(LOGIN_COOKIE, &csrf, "/login", Some(3600));
+    let cookie = set_cookie(request, LOGIN_COOKIE, &csrf, "/login", Some(3600));
     (status, [(header::SET_COOKIE, cookie)], page).into_response()
 }
 
-pub async fn login_page() -> Response {
-    page(StatusCode::OK, String::new(), None)
+pub async fn login_page(headers: HeaderMap) -> Response {
+    page(&headers, StatusCode::OK, String::new(), None)
 }
 
 #[derive(Deserialize)]
@@ -58,16 +58,18 @@ pub async fn login(
     let username = f.username.trim().to_owned();
     match admins::login(&state.app, &state.throttle, &username, f.password, peer.ip()).await {
         Ok(token) => {
-            let session = set_cookie(SESSION_COOKIE, &token, "/", None);
-            let done = set_cookie(LOGIN_COOKIE, "", "/login", Some(0));
+            let session = set_cookie(&headers, SESSION_COOKIE, &token, "/", None);
+            let done = set_cookie(&headers, LOGIN_COOKIE, "", "/login", Some(0));
             let mut r = Redirect::to("/domains").into_response();
             r.headers_mut().append(header::SET_COOKIE, session.parse().expect("cookie is a valid header"));
             r.headers_mut().append(header::SET_COOKIE, done.parse().expect("cookie is a valid header"));
             r
         }
-        Err(e @ LoginError::Wrong) => page(StatusCode::UNAUTHORIZED, username, Some(format!("Sign-in failed: {e}."))),
+        Err(e @ LoginError::Wrong) => {
+            page(&headers, StatusCode::UNAUTHORIZED, username, Some(format!("Sign-in failed: {e}.")))
+        }
         Err(e @ LoginError::Throttled(_)) => {
-            page(StatusCode::TOO_MANY_REQUESTS, username, Some(format!("Refused: {e}.")))
+            page(&headers, StatusCode::TOO_MANY_REQUESTS, username, Some(format!("Refused: {e}.")))
         }
         Err(LoginError::Internal(e)) => Fault::Internal(e).into_response(),
     }
@@ -76,11 +78,11 @@ pub async fn login(
 #[derive(Deserialize)]
 pub struct Nothing {}
 
-pub async fn logout(State(state): State<Console>, posted: Posted<Nothing>) -> Response {
+pub async fn logout(State(state): State<Console>, headers: HeaderMap, posted: Posted<Nothing>) -> Response {
     let s = &posted.session;
     if let Err(e) = admins::logout(&state.app.store, s.id, &s.admin, s.source).await {
         return Fault::Internal(e).into_response();
     }
-    let gone = set_cookie(SESSION_COOKIE, "", "/", Some(0));
+    let gone = set_cookie(&headers, SESSION_COOKIE, "", "/", Some(0));
     ([(header::SET_COOKIE, gone)], Redirect::to("/login")).into_response()
 }

@@ -68,11 +68,30 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// A `Set-Cookie` value: never readable by scripts, never sent cross-site. (`Secure` would be
-/// added when the console is served over TLS; it is plain HTTP on loopback by default.)
-pub fn set_cookie(name: &str, value: &str, path: &str, max_age: Option<i64>) -> String {
+/// A `Set-Cookie` value: never readable by scripts, never sent cross-site, and over HTTPS
+/// only when the request reached a TLS reverse proxy ([`via_https`]). The console itself
+/// speaks plain HTTP (loopback or a management network), where `Secure` would make the
+/// browser drop the cookie.
+pub fn set_cookie(request: &HeaderMap, name: &str, value: &str, path: &str, max_age: Option<i64>) -> String {
     let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
-    format!("{name}={value}; HttpOnly; SameSite=Strict; Path={path}{age}")
+    let secure = if via_https(request) { "; Secure" } else { "" };
+    format!("{name}={value}; HttpOnly; SameSite=Strict; Path={path}{age}{secure}")
+}
+
+/// True when a reverse proxy says the browser spoke HTTPS to it: `X-Forwarded-Proto: https`
+/// or `Forwarded: proto=https` (RFC 7239), from the proxy nearest the browser. Trusting the
+/// header is safe in this one direction: a peer that sends it falsely only gets cookies its
+/// own browser will not send back over plain HTTP.
+pub fn via_https(request: &HeaderMap) -> bool {
+    let first =
+        |name: &str| request.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.split(',').next()).map(str::trim);
+    let forwarded_proto = first("forwarded").and_then(|element| {
+        element
+            .split(';')
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find_map(|(k, v)| k.eq_ignore_ascii_case("proto").then(|| v.trim_matches('"')))
+    });
+    [first("x-forwarded-proto"), forwarded_proto].into_iter().flatten().any(|p| p.eq_ignore_ascii_case("https"))
 }
 
 /// Constant-time equality of two tokens.
@@ -149,6 +168,33 @@ mod tests {
         assert_eq!(cookie(&h, LOGIN_COOKIE), None);
         assert!(same_token("abc", "abc"));
         assert!(!same_token("abc", "abd") && !same_token("", "") && !same_token("ab", "abc"));
-        assert!(set_cookie("s", "v", "/", None).contains("HttpOnly; SameSite=Strict"));
+        let plain = set_cookie(&HeaderMap::new(), "s", "v", "/", None);
+        assert_eq!(plain, "s=v; HttpOnly; SameSite=Strict; Path=/");
+    }
+
+    #[test]
+    fn cookies_are_secure_only_behind_a_proxy_that_saw_https() {
+        let with = |name: &str, value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            set_cookie(&h, "s", "v", "/", Some(0))
+        };
+        for (name, value) in [
+            ("X-Forwarded-Proto", "https"),
+            ("x-forwarded-proto", "HTTPS, http"),
+            ("Forwarded", "for=192.0.2.60;proto=https;by=203.0.113.43"),
+            ("Forwarded", "proto=\"https\", proto=http"),
+        ] {
+            assert!(with(name, value).ends_with("; Max-Age=0; Secure"), "{name}: {value}");
+        }
+        for (name, value) in [
+            ("X-Forwarded-Proto", "http"),
+            ("X-Forwarded-Proto", "http, https"),
+            ("Forwarded", "for=192.0.2.60;proto=http"),
+            ("Forwarded", "for=https"),
+            ("X-Forwarded-Host", "https"),
+        ] {
+            assert!(!with(name, value).contains("Secure"), "{name}: {value}");
+        }
     }
 }
