@@ -218,10 +218,7 @@ pub fn save(path: &Path, passphrase: &str, contents: &Contents, cost: KdfCost) -
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(path);
     create_private_dir(&dir)?;
     let file_name = path.file_name().ok_or_else(|| io::Error::other("the keystore path has no file name"))?;
     let mut suffix = [0u8; 8];
@@ -234,6 +231,14 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result?;
     sync_dir(&dir);
     Ok(())
+}
+
+/// The directory holding the keystore at `path` (the current one for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    }
 }
 
 fn write_and_rename(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -263,10 +268,7 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 /// Says so on stderr when it has to wait. Released when the returned file is dropped.
 pub fn lock(path: &Path) -> anyhow::Result<fs::File> {
     let fail = |e: io::Error| anyhow::anyhow!("cannot lock the keystore at {}: {e}", path.display());
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(path);
     create_private_dir(&dir).map_err(fail)?;
     let file_name = path.file_name().ok_or_else(|| anyhow::anyhow!("the keystore path has no file name"))?;
     let mut options = fs::OpenOptions::new();
