@@ -67,7 +67,8 @@ impl Application {
         let (cache, radius_task) = if self.state.engine.is_some() {
             serve_radius_on_own_thread(self.radius, self.state.clone(), self.clients.clone(), stopped())?
         } else {
-            let radius = Radius::new(self.radius, self.state.clone(), self.clients.clone());
+            let radius = Radius::new(self.radius, self.state.clone(), self.clients.clone())
+                .context("cannot set up the RADIUS socket")?;
             let cache = radius.cache();
             let stop = stopped();
             let task = tokio::spawn(async move {
@@ -124,7 +125,7 @@ fn serve_radius_on_own_thread(
         let _inside = runtime.enter();
         UdpSocket::from_std(socket)?
     };
-    let radius = Radius::new(socket, state, clients);
+    let radius = Radius::new(socket, state, clients).context("cannot set up the RADIUS socket")?;
     let cache = radius.cache();
     let thread = std::thread::Builder::new()
         .name("tessera-radius".into())

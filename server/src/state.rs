@@ -36,17 +36,17 @@ impl AppState {
         let secret = store.secret(PASSCODE_SECRET).await?;
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let passcode_key = PasscodeKey::new(secret);
-        let engine = match store.sqlite_file() {
-            Some(path) => {
+        let engine = match (store.sqlite_file(), store.write_turns()) {
+            (Some(path), Some(turns)) => {
                 let key = passcode_key.clone();
                 let decide = move |ledger: &mut TxLedger<'_, '_>, request: &Request| {
                     decide_in_transaction(ledger, &key, request)
                 };
                 // A Reject is answered as soon as it is decided, before its batch commits (db::engine).
                 let early = |d: &Decision| matches!(d, Decision::Reject(_));
-                Some(Engine::start(path, decide, early)?)
+                Some(Engine::start(path, turns, decide, early)?)
             }
-            None => None,
+            _ => None,
         };
         Ok(Self {
             store,

@@ -33,6 +33,7 @@ pub struct SessionRow {
 
 impl Store {
     pub async fn insert_admin(&self, username: &str, password_hash: &str) -> sqlx::Result<i64> {
+        let _turn = self.write_turn().await;
         sqlx::query_scalar("INSERT INTO admins (username, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id")
             .bind(username.to_owned())
             .bind(password_hash.to_owned())
@@ -55,6 +56,7 @@ impl Store {
         csrf_token: &str,
         now: i64,
     ) -> sqlx::Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO admin_sessions (token_hash, admin_id, csrf_token, created_at, last_seen) \
              VALUES ($1, $2, $3, $4, $4)",
@@ -88,6 +90,7 @@ impl Store {
         .fetch_optional(self.pool())
         .await?;
         if let Some(s) = &row {
+            let _turn = self.write_turn().await;
             // The flash is shown once: taken with the page that displays it.
             sqlx::query("UPDATE admin_sessions SET last_seen = $1, flash = NULL WHERE id = $2")
                 .bind(now)
@@ -100,6 +103,7 @@ impl Store {
 
     /// Leaves a message for the next page the session shows.
     pub async fn set_session_flash(&self, session_id: i64, flash: &str) -> sqlx::Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE admin_sessions SET flash = $1 WHERE id = $2")
             .bind(flash.to_owned())
             .bind(session_id)
@@ -109,12 +113,14 @@ impl Store {
     }
 
     pub async fn delete_session(&self, session_id: i64) -> sqlx::Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query("DELETE FROM admin_sessions WHERE id = $1").bind(session_id).execute(self.pool()).await?;
         Ok(())
     }
 
     /// Removes sessions idle since before `idle_before`.
     pub async fn prune_sessions(&self, idle_before: i64) -> sqlx::Result<u64> {
+        let _turn = self.write_turn().await;
         let r = sqlx::query("DELETE FROM admin_sessions WHERE last_seen < $1")
             .bind(idle_before)
             .execute(self.pool())

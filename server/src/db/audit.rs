@@ -35,6 +35,7 @@ pub struct Row {
 impl Store {
     /// Appends an entry; text fields are truncated so a peer cannot bloat the log.
     pub async fn audit(&self, e: Entry<'_>) -> sqlx::Result<()> {
+        let _turn = self.write_turn().await;
         write(self.pool(), &e).await
     }
 

@@ -35,6 +35,7 @@ pub struct NewClient<'a> {
 
 impl Store {
     pub async fn insert_client(&self, c: NewClient<'_>) -> sqlx::Result<i64> {
+        let _turn = self.write_turn().await;
         sqlx::query_scalar(
             "INSERT INTO network_clients (name, address, secret, domain_id, ma_mode, ma_seen, created_at) \
              VALUES ($1, $2, $3, $4, $5, 0, $6) RETURNING id",
@@ -60,6 +61,7 @@ impl Store {
 
     /// Removes a client by name; false when there was none.
     pub async fn delete_client(&self, name: &str) -> sqlx::Result<bool> {
+        let _turn = self.write_turn().await;
         let r = sqlx::query("DELETE FROM network_clients WHERE name = $1")
             .bind(name.to_owned())
             .execute(self.pool())
@@ -69,6 +71,7 @@ impl Store {
 
     /// Remembers that an `auto` client has sent a Message-Authenticator (from now on, required).
     pub async fn mark_message_authenticator_seen(&self, client_id: i64) -> sqlx::Result<bool> {
+        let _turn = self.write_turn().await;
         let r = sqlx::query("UPDATE network_clients SET ma_seen = 1 WHERE id = $1 AND ma_seen = 0")
             .bind(client_id)
             .execute(self.pool())

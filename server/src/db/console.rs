@@ -48,6 +48,7 @@ impl Store {
         device_name: &str,
         s: &DomainSettings,
     ) -> sqlx::Result<bool> {
+        let _turn = self.write_turn().await;
         let r = sqlx::query(
             "UPDATE domains SET name = $1, device_name = $2, passcode_lifetime_secs = $3, pin_min_length = $4, \
              passcode_length = $5, max_pin_failures = $6, registration_ttl_secs = $7 WHERE id = $8",
@@ -74,6 +75,7 @@ impl Store {
         domain_id: i64,
         ma_mode: &str,
     ) -> sqlx::Result<bool> {
+        let _turn = self.write_turn().await;
         let r = sqlx::query(
             "UPDATE network_clients SET address = $1, secret = COALESCE($2, secret), domain_id = $3, \
              ma_seen = CASE WHEN ma_mode = $4 THEN ma_seen ELSE 0 END, ma_mode = $4 WHERE id = $5",
@@ -141,6 +143,7 @@ impl Store {
 
     /// Deletes a device of a domain (its passcodes go with it).
     pub async fn delete_device(&self, domain_id: i64, device_id: i64) -> sqlx::Result<bool> {
+        let _turn = self.write_turn().await;
         let r = sqlx::query("DELETE FROM devices WHERE id = $1 AND domain_id = $2")
             .bind(device_id)
             .bind(domain_id)
@@ -151,6 +154,7 @@ impl Store {
 
     /// Sets the disabled flag of one device of a domain; false when there is none.
     pub async fn set_device_disabled(&self, domain_id: i64, device_id: i64, disabled: bool) -> sqlx::Result<bool> {
+        let _turn = self.write_turn().await;
         let r =
             sqlx::query("UPDATE devices SET disabled = $1 WHERE id = $2 AND domain_id = $3 AND user_id IS NOT NULL")
                 .bind(i64::from(disabled))

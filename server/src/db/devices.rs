@@ -30,6 +30,7 @@ pub struct NewDevice<'a> {
 
 impl Store {
     pub async fn insert_pending_device(&self, d: NewDevice<'_>) -> sqlx::Result<i64> {
+        let _turn = self.write_turn().await;
         sqlx::query_scalar(
             "INSERT INTO devices (domain_id, device_key_id, public_key, pin_hash, registration_code, \
              registration_expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -47,6 +48,7 @@ impl Store {
 
     /// Removes a pending registration that expired, so the same key may register again.
     pub async fn delete_expired_registration(&self, domain_id: i64, device_key_id: &str, now: i64) -> sqlx::Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "DELETE FROM devices WHERE domain_id = $1 AND device_key_id = $2 AND user_id IS NULL \
              AND registration_expires_at < $3",
@@ -81,6 +83,7 @@ impl Store {
         username: &str,
         now: i64,
     ) -> sqlx::Result<bool> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO users (domain_id, username, disabled, created_at) VALUES ($1, $2, 0, $3) \
@@ -114,6 +117,7 @@ impl Store {
     /// Takes one PIN attempt *before* the PIN is checked, so parallel guesses cannot exceed
     /// the limit. Returns the new count, or `None` when the device is already locked.
     pub async fn reserve_pin_attempt(&self, device_id: i64, limit: i64) -> sqlx::Result<Option<i64>> {
+        let _turn = self.write_turn().await;
         sqlx::query_scalar(
             "UPDATE devices SET wrong_pins = wrong_pins + 1 WHERE id = $1 AND wrong_pins < $2 RETURNING wrong_pins",
         )

@@ -44,6 +44,7 @@ const COLUMNS: &str = "id, code, name, device_name, passcode_lifetime_secs, pin_
 
 impl Store {
     pub async fn insert_domain(&self, d: NewDomain<'_>) -> sqlx::Result<i64> {
+        let _turn = self.write_turn().await;
         sqlx::query_scalar(
             "INSERT INTO domains (code, name, device_name, passcode_lifetime_secs, pin_min_length, passcode_length, \
              max_pin_failures, registration_ttl_secs, public_key, private_key, created_at) \

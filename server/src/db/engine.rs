@@ -26,15 +26,21 @@
 //! consumed for a requester that has already been told Reject.
 
 use std::cell::Cell;
+use std::future::Future as _;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rusqlite::{Connection, OptionalExtension as _, Statement, Transaction, TransactionBehavior, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+#[cfg(test)]
+use tokio::sync::oneshot;
 
+use super::WriteTurns;
 use super::audit::Entry;
 use super::failures::{self, Failures};
 use super::passcodes::PasscodeRow;
@@ -96,18 +102,33 @@ pub enum EngineError {
     Failed(String),
 }
 
+/// Where a decision goes: called once with the job it decides, on the engine's thread (or
+/// on the submitter's when the queue refuses the job). It must be quick: the batch's other
+/// requests wait while it runs. The RADIUS listener encodes and sends its answer here, so
+/// an answer leaves without waking another thread (BENCHMARKS.md).
+pub type Reply<J, O> = Box<dyn FnOnce(&J, Result<O, EngineError>) + Send>;
+
 /// One queued request with its deadline and where to send the answer (taken once sent).
+/// Dropped unanswered (the engine stopped), it answers [`EngineError::Stopped`].
 struct Pending<J, O> {
     job: J,
     deadline: Instant,
-    reply: Option<oneshot::Sender<Result<O, EngineError>>>,
+    reply: Option<Reply<J, O>>,
 }
 
 impl<J, O> Pending<J, O> {
     fn answer(&mut self, answer: Result<O, EngineError>) {
-        if let Some(reply) = self.reply.take() {
-            let _ = reply.send(answer);
+        let Some(reply) = self.reply.take() else { return };
+        // A panicking reply loses its own answer only; the engine thread goes on.
+        if std::panic::catch_unwind(AssertUnwindSafe(|| reply(&self.job, answer))).is_err() {
+            tracing::error!("bug: answering a RADIUS request panicked; that request goes unanswered");
         }
+    }
+}
+
+impl<J, O> Drop for Pending<J, O> {
+    fn drop(&mut self) {
+        self.answer(Err(EngineError::Stopped));
     }
 }
 
@@ -130,7 +151,7 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
     /// engine thread; `handler` decides one job inside the current batch's transaction. An
     /// outcome for which `early` is true is answered at once, before the batch commits; the
     /// others after the commit. The thread ends when every handle is gone.
-    pub fn start<H>(path: &Path, handler: H, early: fn(&O) -> bool) -> anyhow::Result<Self>
+    pub fn start<H>(path: &Path, turns: WriteTurns, handler: H, early: fn(&O) -> bool) -> anyhow::Result<Self>
     where
         H: FnMut(&mut TxLedger<'_, '_>, &J) -> anyhow::Result<O> + Send + 'static,
     {
@@ -150,7 +171,7 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         std::thread::Builder::new()
             .name("tessera-sqlite".into())
             .spawn(move || {
-                run(conn, failures, rx, handler, early);
+                run(conn, &turns, failures, rx, handler, early);
                 drop(checkpoints);
             })
             .context("cannot start the SQLite verification thread")?;
@@ -164,15 +185,32 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         tokio::task::spawn_blocking(move || runs::release(&run.0, &run.1)).await?
     }
 
+    /// Queues `job`; `reply` gets its decision (an Accept once committed), or at once an
+    /// error when the queue is full or the engine has stopped.
+    pub fn send(&self, job: J, deadline: Instant, reply: Reply<J, O>) {
+        match self.queue.try_send(Pending { job, deadline, reply: Some(reply) }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(mut refused)) => refused.answer(Err(EngineError::Overloaded)),
+            // Dropped: answers `Stopped`.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
     /// Queues `job` and waits for its decision, committed.
+    #[cfg(test)]
     pub async fn submit(&self, job: J, deadline: Instant) -> Result<O, EngineError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.try_send(Pending { job, deadline, reply: Some(reply) }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => EngineError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
-        })?;
+        self.send(job, deadline, oneshot_reply(reply));
         answer.await.unwrap_or(Err(EngineError::Stopped))
     }
+}
+
+/// A [`Reply`] that hands the decision to a oneshot channel.
+#[cfg(test)]
+fn oneshot_reply<J, O: Send + 'static>(tx: oneshot::Sender<Result<O, EngineError>>) -> Reply<J, O> {
+    Box::new(move |_, answer| {
+        let _ = tx.send(answer);
+    })
 }
 
 /// Tells the operator what the start found of earlier runs on the database.
@@ -217,6 +255,7 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
 
 fn run<J, O, H>(
     conn: Connection,
+    turns: &WriteTurns,
     mut failures: Failures,
     mut rx: mpsc::Receiver<Pending<J, O>>,
     mut handler: H,
@@ -241,7 +280,7 @@ fn run<J, O, H>(
                 Err(_) => break,
             }
         }
-        decide_batch(&conn, &mut stmts, &mut failures, &mut batch, &mut handler, early);
+        decide_batch(&conn, turns, &mut stmts, &mut failures, &mut batch, &mut handler, early);
     }
     tracing::debug!("SQLite verification engine stopped");
 }
@@ -249,6 +288,7 @@ fn run<J, O, H>(
 /// Decides and answers every request of `batch`, leaving it empty.
 fn decide_batch<'c, J, O, H>(
     conn: &'c Connection,
+    turns: &WriteTurns,
     stmts: &mut Prepared<'c>,
     failures: &mut Failures,
     batch: &mut Vec<Pending<J, O>>,
@@ -266,7 +306,7 @@ fn decide_batch<'c, J, O, H>(
     // Wait for another process's write lock only as long as the most urgent request allows.
     let patience = earliest.saturating_duration_since(now).saturating_sub(DEADLINE_MARGIN);
     LOCK_DEADLINE.set(Some(now + patience));
-    let Err(failure) = transaction(conn, stmts, failures, &mut live, handler, early) else { return };
+    let Err(failure) = transaction(conn, turns, stmts, failures, &mut live, handler, early) else { return };
     // Rolled back. Requests already answered (early) are not decided again: a second
     // decision could differ from the answer sent (a passcode the rolled-back batch had
     // consumed is unused again); their failure counts and audit rows are lost.
@@ -288,7 +328,7 @@ fn decide_batch<'c, J, O, H>(
             "batch failed; deciding its requests one by one"
         );
         for p in &mut live {
-            if let Err(e) = transaction(conn, stmts, failures, std::slice::from_mut(p), handler, early) {
+            if let Err(e) = transaction(conn, turns, stmts, failures, std::slice::from_mut(p), handler, early) {
                 let e = if is_busy(&e) { EngineError::Busy } else { EngineError::Failed(format!("{e:#}")) };
                 p.answer(Err(e));
             }
@@ -302,6 +342,7 @@ fn decide_batch<'c, J, O, H>(
 /// committed; on an error, those are left unanswered.
 fn transaction<'c, J, O, H>(
     conn: &'c Connection,
+    turns: &WriteTurns,
     stmts: &mut Prepared<'c>,
     failures: &mut Failures,
     requests: &mut [Pending<J, O>],
@@ -311,6 +352,8 @@ fn transaction<'c, J, O, H>(
 where
     H: FnMut(&mut TxLedger<'_, 'c>, &J) -> anyhow::Result<O>,
 {
+    // This process's writers first (db::WriteTurns), then SQLite's lock for other processes.
+    let _turn = take_turn(turns)?;
     // IMMEDIATE takes the write lock first, so a batch never fails half-way on an upgrade.
     // Unchecked (by `&Connection`): the engine's statements borrow the connection for its
     // whole life, and this thread runs one transaction at a time.
@@ -357,6 +400,39 @@ where
         requests[i].answer(Ok(outcome));
     }
     Ok(())
+}
+
+/// Waits in line with this process's other writers (db::WriteTurns) until the batch's lock
+/// deadline; past it, fails as SQLite's "busy" does.
+fn take_turn(turns: &WriteTurns) -> anyhow::Result<tokio::sync::MutexGuard<'_, ()>> {
+    if let Ok(turn) = turns.try_lock() {
+        return Ok(turn);
+    }
+    let deadline = LOCK_DEADLINE.get().unwrap_or_else(Instant::now);
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut turn = pin!(turns.lock());
+    loop {
+        if let Poll::Ready(turn) = turn.as_mut().poll(&mut Context::from_waker(&waker)) {
+            return Ok(turn);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let busy = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY);
+            return Err(
+                rusqlite::Error::SqliteFailure(busy, Some("this process's writers held the database".into())).into()
+            );
+        }
+        std::thread::park_timeout(deadline - now);
+    }
+}
+
+/// Wakes the engine's thread when its turn to write comes.
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 /// SQLite's "busy" or "locked": another connection holds the write lock.
@@ -476,7 +552,7 @@ mod tests {
     /// values, and answers outcomes that end in 1 early.
     fn engine() -> (tempfile::TempDir, std::path::PathBuf, Engine<i64, i64>) {
         let (dir, path) = schema();
-        let engine = Engine::start(&path, insert_or_fail, ends_in_one).unwrap();
+        let engine = Engine::start(&path, WriteTurns::default(), insert_or_fail, ends_in_one).unwrap();
         (dir, path, engine)
     }
 
@@ -518,11 +594,11 @@ mod tests {
         let (mut batch, mut answers) = (Vec::new(), Vec::new());
         for &job in jobs {
             let (reply, answer) = oneshot::channel();
-            batch.push(Pending { job, deadline, reply: Some(reply) });
+            batch.push(Pending { job, deadline, reply: Some(oneshot_reply(reply)) });
             answers.push(answer);
         }
         let mut failures = Failures::load(&conn, crate::now()).unwrap();
-        decide_batch(&conn, &mut stmts, &mut failures, &mut batch, handler, early);
+        decide_batch(&conn, &WriteTurns::default(), &mut stmts, &mut failures, &mut batch, handler, early);
         answers.into_iter().map(|a| a.blocking_recv().unwrap()).collect()
     }
 
@@ -570,7 +646,7 @@ mod tests {
     #[tokio::test]
     async fn a_panic_fails_only_its_own_request_and_the_engine_goes_on() {
         let (_dir, path) = schema();
-        let engine = Engine::start(&path, insert_or_panic, ends_in_one).unwrap();
+        let engine = Engine::start(&path, WriteTurns::default(), insert_or_panic, ends_in_one).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         // Queued together, so they are likely one batch; decided again alone after the panic.
         let (a, b, c) =
@@ -635,6 +711,61 @@ mod tests {
         let answer = engine.submit(7, Instant::now()).await;
         assert!(matches!(answer, Err(EngineError::Expired)));
         assert!(stored(&path).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_writer_of_this_process_goes_first_and_the_engine_waits_only_until_its_deadline() {
+        let (_dir, path) = schema();
+        let turns = WriteTurns::default();
+        let engine = Engine::start(&path, turns.clone(), insert_or_fail, ends_in_one).unwrap();
+        let held = turns.clone().lock_owned().await;
+        let start = Instant::now();
+        let answer = engine.submit(1, start + Duration::from_millis(600)).await;
+        assert!(matches!(answer, Err(EngineError::Busy)), "{answer:?}");
+        assert!(start.elapsed() < Duration::from_millis(600), "answered before the deadline");
+        // Released while the engine waits: it writes at once.
+        let waiting = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.submit(2, Instant::now() + Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "the engine waits for its turn");
+        drop(held);
+        assert_eq!(waiting.await.unwrap().unwrap(), 20);
+        assert_eq!(stored(&path), vec![2]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pool_writer_gets_its_turn_between_back_to_back_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db");
+        let store = crate::db::Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
+        Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (v INTEGER NOT NULL)").unwrap();
+        // Each decision takes a while and the queue is kept full, so the engine's batches
+        // (each holding SQLite's write lock for milliseconds) follow each other with no pause.
+        let slow = |ledger: &mut TxLedger<'_, '_>, v: &i64| {
+            std::thread::sleep(Duration::from_micros(20));
+            insert_or_fail(ledger, v)
+        };
+        let engine = Engine::start(&path, store.write_turns().unwrap(), slow, ends_in_one).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let feeder = std::thread::spawn({
+            let (engine, stop) = (engine.clone(), stop.clone());
+            move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    engine.send(2, Instant::now() + Duration::from_secs(5), Box::new(|_, _| {}));
+                }
+            }
+        });
+        // SQLite's busy timeout (5 s) alone failed these writes with "database is locked".
+        for i in 0..10 {
+            let started = Instant::now();
+            let fresh = store.record_nonce("device", &format!("nonce {i}"), i64::MAX).await;
+            assert!(fresh.unwrap(), "write {i} after {:?}", started.elapsed());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        feeder.join().unwrap();
+        assert!(stored(&path).len() > 100, "the engine kept writing meanwhile");
     }
 
     #[tokio::test]

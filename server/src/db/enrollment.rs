@@ -46,6 +46,7 @@ pub enum Redeem {
 
 impl Store {
     pub async fn insert_enrollment(&self, e: NewEnrollment<'_>) -> sqlx::Result<i64> {
+        let _turn = self.write_turn().await;
         sqlx::query_scalar(
             "INSERT INTO enrollment_codes (domain_id, username, code_hash, created_by, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -75,6 +76,7 @@ impl Store {
 
     /// Revokes an outstanding code; returns its username, or `None` when there was none.
     pub async fn revoke_enrollment(&self, domain_id: i64, id: i64, now: i64) -> sqlx::Result<Option<String>> {
+        let _turn = self.write_turn().await;
         sqlx::query_scalar(
             "UPDATE enrollment_codes SET revoked_at = $1 \
              WHERE id = $2 AND domain_id = $3 AND used_at IS NULL AND revoked_at IS NULL RETURNING username",
@@ -89,6 +91,7 @@ impl Store {
     /// Consumes a code and stores the device, validated, for its user, all in one
     /// transaction: two tokens racing with one code yield one validated device.
     pub async fn redeem_enrollment(&self, d: EnrolledDevice<'_>, now: i64) -> sqlx::Result<Redeem> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool().begin().await?;
         let username: Option<String> = sqlx::query_scalar(
             "UPDATE enrollment_codes SET used_at = $1 WHERE domain_id = $2 AND code_hash = $3 \

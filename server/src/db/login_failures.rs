@@ -4,6 +4,7 @@ use super::Store;
 
 impl Store {
     pub async fn record_login_failure(&self, name: &str, source: &str, at: i64) -> sqlx::Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query("INSERT INTO console_login_failures (at, name, source) VALUES ($1, $2, $3)")
             .bind(at)
             .bind(name.to_owned())
@@ -37,6 +38,7 @@ impl Store {
 
     /// A successful sign-in clears the name's failures (not the address's).
     pub async fn clear_login_failures(&self, name: &str) -> sqlx::Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query("DELETE FROM console_login_failures WHERE name = $1")
             .bind(name.to_owned())
             .execute(self.pool())
@@ -46,6 +48,7 @@ impl Store {
 
     /// Forgets failures older than `before`.
     pub async fn prune_login_failures(&self, before: i64) -> sqlx::Result<u64> {
+        let _turn = self.write_turn().await;
         let r =
             sqlx::query("DELETE FROM console_login_failures WHERE at < $1").bind(before).execute(self.pool()).await?;
         Ok(r.rows_affected())

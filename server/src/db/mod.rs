@@ -21,6 +21,7 @@ pub mod users;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -34,6 +35,16 @@ pub enum Engine {
     Postgres,
 }
 
+/// The turn to write to a SQLite file, shared by the pool's writers and the verification
+/// engine (`db::engine`). SQLite lets one connection write at a time; one that finds the
+/// lock taken sleeps (`busy_timeout`: 1, 2, 5 … 100 ms) and tries again. Under a RADIUS
+/// load that keeps the engine's batches back to back those tries kept missing the
+/// microseconds between two batches, and a passcode's issuance failed with "database is
+/// locked" after 5 s. Writers of this process queue here first, in order, the engine for
+/// each batch, so each waits only for the writes queued before it. Other processes (the
+/// CLI) still meet SQLite's own lock and its busy handlers.
+pub type WriteTurns = Arc<tokio::sync::Mutex<()>>;
+
 /// The database behind every command and listener.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -41,6 +52,8 @@ pub struct Store {
     engine: Engine,
     /// The database file, for SQLite on a file (the verification engine opens it too).
     sqlite_file: Option<PathBuf>,
+    /// For a SQLite file: whose turn it is to write.
+    turns: Option<WriteTurns>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -91,7 +104,8 @@ impl Store {
         };
         migrator.run(&pool).await.context("applying database migrations failed")?;
         let sqlite_file = (engine == Engine::Sqlite).then(|| sqlite_file(&url)).flatten();
-        Ok(Self { pool, engine, sqlite_file })
+        let turns = sqlite_file.is_some().then(WriteTurns::default);
+        Ok(Self { pool, engine, sqlite_file, turns })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -107,8 +121,23 @@ impl Store {
         self.sqlite_file.as_deref()
     }
 
+    /// The queue of writers to the SQLite file (none on PostgreSQL or in memory).
+    pub fn write_turns(&self) -> Option<WriteTurns> {
+        self.turns.clone()
+    }
+
+    /// Waits for this process's turn to write to a SQLite file; hold it until the write
+    /// (or the write transaction) is done. Nothing to wait for on PostgreSQL.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.turns {
+            Some(turns) => Some(turns.lock().await),
+            None => None,
+        }
+    }
+
     /// A named server secret, created (32 random bytes) by whichever node asks first.
     pub async fn secret(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        let _turn = self.write_turn().await;
         let mut fresh = vec![0u8; 32];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut fresh);
         sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
@@ -125,6 +154,7 @@ impl Store {
 
     /// Deletes expired nonces and long-expired passcodes; returns rows removed.
     pub async fn prune(&self, now: i64) -> anyhow::Result<u64> {
+        let _turn = self.write_turn().await;
         let a = sqlx::query("DELETE FROM request_nonces WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
         // Keep an hour of history so a late retry is logged as "expired", not "wrong".
         let b = sqlx::query("DELETE FROM passcodes WHERE expires_at < $1").bind(now - 3600).execute(&self.pool).await?;

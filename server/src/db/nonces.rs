@@ -6,6 +6,7 @@ use crate::error::is_unique_violation;
 impl Store {
     /// Records a request nonce; false when it was seen before (a replay).
     pub async fn record_nonce(&self, device_key_id: &str, nonce: &str, expires_at: i64) -> sqlx::Result<bool> {
+        let _turn = self.write_turn().await;
         let r = sqlx::query("INSERT INTO request_nonces (device_key_id, nonce, expires_at) VALUES ($1, $2, $3)")
             .bind(device_key_id.to_owned())
             .bind(nonce.to_owned())

@@ -29,6 +29,7 @@ impl Store {
     /// of three): the device's wrong-PIN count reset, its unused passcodes replaced (a token
     /// holds one live passcode at a time), the audit entry written.
     pub async fn insert_passcode(&self, p: NewPasscode<'_>, audit: Entry<'_>) -> sqlx::Result<()> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool().begin().await?;
         sqlx::query("UPDATE devices SET wrong_pins = 0 WHERE id = $1 AND wrong_pins <> 0")
             .bind(p.device_id)
@@ -58,6 +59,7 @@ impl Store {
     /// Consumes a passcode if it is still unused and unexpired: true for exactly one of any
     /// number of concurrent callers ([`super::verify::CONSUME_PASSCODE`]).
     pub async fn consume_passcode(&self, passcode_id: i64, now: i64) -> sqlx::Result<bool> {
+        let _turn = self.write_turn().await;
         let r = sqlx::query(super::verify::CONSUME_PASSCODE).bind(passcode_id).bind(now).execute(self.pool()).await?;
         Ok(r.rows_affected() == 1)
     }

@@ -19,6 +19,7 @@ impl Store {
 
     /// Sets a domain's guessing limit.
     pub async fn set_throttle_policy(&self, domain_id: i64, max_failures: i64, window_secs: i64) -> sqlx::Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE domains SET max_passcode_failures = $1, passcode_failure_window_secs = $2 WHERE id = $3")
             .bind(max_failures)
             .bind(window_secs)
@@ -40,6 +41,7 @@ impl Store {
     /// Records one wrong passcode and forgets this user's failures older than `forget_before`,
     /// so the table holds at most one window's worth per user.
     pub async fn record_passcode_failure(&self, user_id: i64, now: i64, forget_before: i64) -> sqlx::Result<()> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool().begin().await?;
         sqlx::query(FORGET_OLD_FAILURES).bind(user_id).bind(forget_before).execute(&mut *tx).await?;
         sqlx::query(RECORD_FAILURE).bind(user_id).bind(now).execute(&mut *tx).await?;
@@ -49,6 +51,7 @@ impl Store {
     /// Forgets a user's wrong passcodes (a right passcode, or an administrator's unlock),
     /// leaving a marker row that a running SQLite engine reads (`db::failures`).
     pub async fn clear_passcode_failures(&self, user_id: i64) -> sqlx::Result<()> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool().begin().await?;
         sqlx::query(CLEAR_FAILURES).bind(user_id).execute(&mut *tx).await?;
         sqlx::query(MARK_CLEARED).bind(user_id).bind(crate::now()).execute(&mut *tx).await?;

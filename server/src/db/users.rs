@@ -37,6 +37,7 @@ impl Store {
 
     /// Sets a user's disabled flag; false when there is no such user.
     pub async fn set_user_disabled(&self, domain_id: i64, username: &str, disabled: bool) -> sqlx::Result<bool> {
+        let _turn = self.write_turn().await;
         let r = sqlx::query("UPDATE users SET disabled = $1 WHERE domain_id = $2 AND username = $3")
             .bind(i64::from(disabled))
             .bind(domain_id)
@@ -49,6 +50,7 @@ impl Store {
     /// Clears the wrong-PIN count of every device of a user; returns how many were locked
     /// or had failures.
     pub async fn unlock_user_devices(&self, user_id: i64) -> sqlx::Result<u64> {
+        let _turn = self.write_turn().await;
         let r = sqlx::query("UPDATE devices SET wrong_pins = 0 WHERE user_id = $1 AND wrong_pins > 0")
             .bind(user_id)
             .execute(self.pool())

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::domain::MessageAuthenticatorMode;
 use crate::service::verify::{Decision, Request, verify};
@@ -43,10 +43,12 @@ struct Share {
     dropped: AtomicU64,
 }
 
-/// Everything the listener needs, shared by its request tasks.
+/// Everything the listener needs; cheap to clone.
 #[derive(Clone)]
 pub struct Radius {
     socket: Arc<UdpSocket>,
+    /// The same socket, for answers sent from other threads (the SQLite engine's).
+    sender: Arc<std::net::UdpSocket>,
     state: AppState,
     clients: ClientTable,
     cache: Arc<ReplyCache>,
@@ -54,23 +56,47 @@ pub struct Radius {
     shares: Arc<Mutex<HashMap<i64, Arc<Share>>>>,
 }
 
+/// What an answer needs once the request is decided: where it goes and how it is signed.
+/// It holds the request's permits, given back when the answer has been sent.
+struct Answer {
+    frame: Frame,
+    client: Arc<Client>,
+    src: SocketAddr,
+    sender: Arc<std::net::UdpSocket>,
+    cache: Arc<ReplyCache>,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+impl Answer {
+    /// Signs the answer `code`, keeps it for retransmissions and sends it.
+    fn send(self, code: u8) {
+        let bytes = packet::response(code, &self.frame, &self.client.secret);
+        self.cache.finish(self.src, self.frame.identifier, self.frame.authenticator, Some(bytes.clone()));
+        send(&self.sender, &bytes, self.src);
+    }
+}
+
 impl Radius {
-    pub fn new(socket: UdpSocket, state: AppState, clients: ClientTable) -> Self {
-        Self {
+    pub fn new(socket: UdpSocket, state: AppState, clients: ClientTable) -> std::io::Result<Self> {
+        let sender = Arc::new(socket2::SockRef::from(&socket).try_clone()?.into());
+        Ok(Self {
             socket: Arc::new(socket),
+            sender,
             state,
             clients,
             cache: Arc::new(ReplyCache::new(100_000)),
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             shares: Arc::default(),
-        }
+        })
     }
 
     pub fn cache(&self) -> Arc<ReplyCache> {
         self.cache.clone()
     }
 
-    /// Receives until `stop` resolves, then waits for requests in flight.
+    /// Receives until `stop` resolves, then waits for requests in flight. Each datagram is
+    /// checked here; its decision is queued and answered by [`verify`]'s callback, so no
+    /// task is spawned per request.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         // One octet more than the maximum, to tell an oversized datagram from a full one.
@@ -108,14 +134,9 @@ impl Radius {
                 tracing::warn!(%src, "RADIUS listener saturated; request dropped");
                 continue;
             };
-            let datagram = buf[..n].to_vec();
-            let this = self.clone();
-            tokio::spawn(async move {
-                let _permits = (permit, client_permit);
-                this.handle(&datagram, &client, src).await;
-            });
+            self.handle(&buf[..n], client, src, (permit, client_permit));
         }
-        // Drain: wait until every request task has given back its permit.
+        // Drain: wait until every request in flight has given back its permit.
         let _ = self.permits.acquire_many(MAX_IN_FLIGHT as u32).await;
     }
 
@@ -133,7 +154,13 @@ impl Radius {
             .clone()
     }
 
-    async fn handle(&self, datagram: &[u8], client: &Client, src: SocketAddr) {
+    fn handle(
+        &self,
+        datagram: &[u8],
+        client: Arc<Client>,
+        src: SocketAddr,
+        permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    ) {
         let frame = match packet::frame(datagram) {
             Ok(f) => f,
             Err(e) => {
@@ -145,99 +172,132 @@ impl Radius {
             tracing::debug!(client = client.name, code = frame.code, "unsupported RADIUS code dropped");
             return;
         }
-        if !self.message_authenticator_ok(datagram, &frame, client, src).await {
-            return;
+        match self.message_authenticator(datagram, &frame, &client, src) {
+            Checked::Drop => {}
+            Checked::Pass => self.decide(datagram, frame, client, src, permits),
+            Checked::FirstFromClient => {
+                // Recorded before this request is answered, so that from its answer on a
+                // request without Message-Authenticator is dropped. Rare: the client table
+                // has it from then on.
+                let (this, datagram) = (self.clone(), datagram.to_vec());
+                tokio::spawn(async move {
+                    this.remember_message_authenticator(&client).await;
+                    this.decide(&datagram, frame, client, src, permits);
+                });
+            }
         }
+    }
+
+    /// Answers a checked request: Status-Server at once, a retransmission from the cache,
+    /// an Access-Request once [`verify`] has decided it.
+    fn decide(
+        &self,
+        datagram: &[u8],
+        frame: Frame,
+        client: Arc<Client>,
+        src: SocketAddr,
+        permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    ) {
         if frame.code == STATUS_SERVER {
             // RFC 5997: a known client probing health gets Access-Accept.
-            self.send(packet::response(ACCESS_ACCEPT, &frame, &client.secret), src).await;
+            send(&self.sender, &packet::response(ACCESS_ACCEPT, &frame, &client.secret), src);
             return;
         }
-        let answer = match self.cache.check(src, frame.identifier, frame.authenticator) {
+        match self.cache.check(src, frame.identifier, frame.authenticator) {
             Seen::InFlight => return,
             Seen::Answered(bytes) => {
                 tracing::debug!(client = client.name, %src, "retransmission answered from cache");
-                self.send(bytes, src).await;
+                send(&self.sender, &bytes, src);
                 return;
             }
-            Seen::New => self.answer(datagram, &frame, client, src).await,
+            Seen::New => {}
+        }
+        let pap = packet::decode_pap(datagram, &frame, &client.secret);
+        let answer =
+            Answer { frame, client, src, sender: self.sender.clone(), cache: self.cache.clone(), _permits: permits };
+        let (username, passcode) = match pap {
+            Ok(pap) => pap,
+            Err(why) => {
+                tracing::info!(client = answer.client.name, %src, reason = why, "Access-Reject");
+                return answer.send(ACCESS_REJECT);
+            }
         };
-        self.cache.finish(src, frame.identifier, frame.authenticator, Some(answer.clone()));
-        self.send(answer, src).await;
+        let request = Request {
+            client_name: answer.client.name.clone(),
+            domain_id: answer.client.domain_id,
+            domain_code: answer.client.domain_code.clone(),
+            source: src.ip(),
+            username,
+            passcode: zeroize::Zeroizing::new(passcode),
+        };
+        // Bounded: a client gets a Reject in time rather than no answer at all.
+        verify(&self.state, request, Instant::now() + VERIFY_TIMEOUT, move |_, decision| {
+            let code = match decision {
+                Ok(Decision::Accept) => ACCESS_ACCEPT,
+                Ok(Decision::Reject(_)) => ACCESS_REJECT,
+                Err(e) => {
+                    let what = if crate::db::is_unavailable(&e) {
+                        "database unavailable"
+                    } else if crate::db::is_too_slow(&e) {
+                        "database too slow"
+                    } else {
+                        "passcode check failed"
+                    };
+                    tracing::error!(client = answer.client.name, error = format!("{e:#}"), "{what}; Access-Reject");
+                    ACCESS_REJECT
+                }
+            };
+            answer.send(code);
+        });
     }
 
-    /// Applies the client's Message-Authenticator mode; false means drop.
-    async fn message_authenticator_ok(&self, datagram: &[u8], frame: &Frame, client: &Client, src: SocketAddr) -> bool {
+    /// Applies the client's Message-Authenticator mode.
+    fn message_authenticator(&self, datagram: &[u8], frame: &Frame, client: &Client, src: SocketAddr) -> Checked {
         if frame.message_authenticator.is_some() {
             if !packet::message_authenticator_valid(datagram, frame, &client.secret) {
                 tracing::warn!(client = client.name, %src, "wrong Message-Authenticator (bad shared secret or forgery); dropped");
-                return false;
+                return Checked::Drop;
             }
             if client.mode == MessageAuthenticatorMode::Auto && !client.ma_seen {
-                match self.state.store.mark_message_authenticator_seen(client.id).await {
-                    Ok(_) => {
-                        self.clients.mark_seen(client.id);
-                        tracing::info!(
-                            client = client.name,
-                            "client sends Message-Authenticator; now required from it"
-                        );
-                    }
-                    Err(e) => {
-                        tracing::error!(client = client.name, error = %e, "could not record Message-Authenticator use")
-                    }
-                }
+                return Checked::FirstFromClient;
             }
-            return true;
+            return Checked::Pass;
         }
         let required = frame.code == STATUS_SERVER
             || client.mode == MessageAuthenticatorMode::Require
             || (client.mode == MessageAuthenticatorMode::Auto && client.ma_seen);
         if required {
             tracing::warn!(client = client.name, %src, mode = %client.mode, "request without Message-Authenticator dropped");
+            return Checked::Drop;
         }
-        !required
+        Checked::Pass
     }
 
-    /// Decides an Access-Request and encodes the answer.
-    async fn answer(&self, datagram: &[u8], frame: &Frame, client: &Client, src: SocketAddr) -> Vec<u8> {
-        let reject = |why: &str| {
-            tracing::info!(client = client.name, %src, reason = why, "Access-Reject");
-            packet::response(ACCESS_REJECT, frame, &client.secret)
-        };
-        let (username, passcode) = match packet::decode_pap(datagram, frame, &client.secret) {
-            Ok(pap) => pap,
-            Err(why) => return reject(why),
-        };
-        let request = Request {
-            client_name: client.name.clone(),
-            domain_id: client.domain_id,
-            domain_code: client.domain_code.clone(),
-            source: src.ip(),
-            username,
-            passcode: zeroize::Zeroizing::new(passcode),
-        };
-        // Bounded: a client gets a Reject in time rather than no answer at all.
-        let code = match verify(&self.state, request, Instant::now() + VERIFY_TIMEOUT).await {
-            Ok(Decision::Accept) => ACCESS_ACCEPT,
-            Ok(Decision::Reject(_)) => ACCESS_REJECT,
-            Err(e) => {
-                let what = if crate::db::is_unavailable(&e) {
-                    "database unavailable"
-                } else if crate::db::is_too_slow(&e) {
-                    "database too slow"
-                } else {
-                    "passcode check failed"
-                };
-                tracing::error!(client = client.name, error = format!("{e:#}"), "{what}; Access-Reject");
-                ACCESS_REJECT
+    /// Records that a client in `auto` mode sends Message-Authenticator, so that it is
+    /// required from it from now on.
+    async fn remember_message_authenticator(&self, client: &Client) {
+        match self.state.store.mark_message_authenticator_seen(client.id).await {
+            Ok(_) => {
+                self.clients.mark_seen(client.id);
+                tracing::info!(client = client.name, "client sends Message-Authenticator; now required from it");
             }
-        };
-        packet::response(code, frame, &client.secret)
-    }
-
-    async fn send(&self, bytes: Vec<u8>, to: SocketAddr) {
-        if let Err(e) = self.socket.send_to(&bytes, to).await {
-            tracing::warn!(%to, error = %e, "RADIUS send failed");
+            Err(e) => tracing::error!(client = client.name, error = %e, "could not record Message-Authenticator use"),
         }
+    }
+}
+
+/// What the Message-Authenticator check made of a request.
+enum Checked {
+    Drop,
+    Pass,
+    /// Valid, and the first from a client in `auto` mode: to be recorded.
+    FirstFromClient,
+}
+
+/// Sends a datagram. UDP sends do not wait for the peer; a failure (a full send buffer) is
+/// logged and the client's retransmission gets the cached answer.
+fn send(socket: &std::net::UdpSocket, bytes: &[u8], to: SocketAddr) {
+    if let Err(e) = socket.send_to(bytes, to) {
+        tracing::warn!(%to, error = %e, "RADIUS send failed");
     }
 }

@@ -74,24 +74,38 @@ pub(crate) trait Ledger {
     async fn audit(&mut self, entry: Entry<'_>) -> anyhow::Result<()>;
 }
 
-/// Decides `request` by `deadline`, consuming the passcode on Accept, and logs the decision.
-/// An error means no decision could be had in time (the caller rejects).
-pub async fn verify(state: &AppState, request: Request, deadline: Instant) -> anyhow::Result<Decision> {
-    let (client, user) = (request.client_name.clone(), request.username.clone());
-    let decision = match &state.engine {
-        Some(engine) => engine.submit(request, deadline).await?,
-        None => {
-            let attempt = verify_with_retries(state, &request);
-            tokio::time::timeout_at(deadline.into(), attempt)
-                .await
-                .map_err(|_| crate::db::engine::EngineError::Expired)??
+/// Decides `request` by `deadline`, consuming the passcode on Accept, logs the decision and
+/// hands it to `done`; an error means no decision could be had in time (the caller rejects).
+/// On SQLite `done` runs on the engine's thread as soon as the decision is safe to send (an
+/// Accept once committed), so it must be quick; on PostgreSQL, in a task of the runtime.
+pub fn verify<F>(state: &AppState, request: Request, deadline: Instant, done: F)
+where
+    F: FnOnce(&Request, anyhow::Result<Decision>) + Send + 'static,
+{
+    let finish = move |request: &Request, decision: anyhow::Result<Decision>| {
+        let (client, user) = (&request.client_name, &request.username);
+        match &decision {
+            Ok(Decision::Accept) => tracing::info!(client, user, "Access-Accept"),
+            Ok(Decision::Reject(why)) => tracing::info!(client, user, reason = why, "Access-Reject"),
+            Err(_) => {}
         }
+        done(request, decision);
     };
-    match &decision {
-        Decision::Accept => tracing::info!(client, user, "Access-Accept"),
-        Decision::Reject(why) => tracing::info!(client, user, reason = why, "Access-Reject"),
+    match &state.engine {
+        Some(engine) => {
+            engine.send(request, deadline, Box::new(move |request, answer| finish(request, answer.map_err(Into::into))))
+        }
+        None => {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let attempt = verify_with_retries(&state, &request);
+                let decision = tokio::time::timeout_at(deadline.into(), attempt)
+                    .await
+                    .unwrap_or_else(|_| Err(crate::db::engine::EngineError::Expired.into()));
+                finish(&request, decision);
+            });
+        }
     }
-    Ok(decision)
 }
 
 /// Runs the rules through the pool with bounded retries when the database is briefly
