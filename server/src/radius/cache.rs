@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::packet::Response;
+
 /// How long an answer is kept for retransmissions (clients retry within a few seconds).
 pub const KEEP: Duration = Duration::from_secs(30);
 
@@ -20,7 +22,7 @@ struct Slot {
     at: Instant,
     /// `None` while the first copy is being answered; later copies are dropped (the client
     /// retries).
-    answer: Option<Vec<u8>>,
+    answer: Option<Response>,
 }
 
 /// What to do with a request.
@@ -30,7 +32,7 @@ pub enum Seen {
     /// Still being answered: drop this copy.
     InFlight,
     /// Answered before: send these bytes again.
-    Answered(Vec<u8>),
+    Answered(Response),
 }
 
 /// The reply cache, bounded in size.
@@ -50,7 +52,7 @@ impl ReplyCache {
         match map.get(&(src, id)) {
             Some(slot) if slot.authenticator == authenticator => match &slot.answer {
                 None => Seen::InFlight,
-                Some(bytes) => Seen::Answered(bytes.clone()),
+                Some(bytes) => Seen::Answered(*bytes),
             },
             _ => {
                 if map.len() >= self.max && !map.contains_key(&(src, id)) {
@@ -64,7 +66,7 @@ impl ReplyCache {
 
     /// Stores the answer to a claimed request (or releases the claim when `None`), unless
     /// the client has reused the Identifier for a newer request meanwhile.
-    pub fn finish(&self, src: SocketAddr, id: u8, authenticator: [u8; 16], answer: Option<Vec<u8>>) {
+    pub fn finish(&self, src: SocketAddr, id: u8, authenticator: [u8; 16], answer: Option<Response>) {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let Some(slot) = map.get_mut(&(src, id)) else { return };
         if slot.authenticator != authenticator {
@@ -117,14 +119,21 @@ impl ReplyCache {
 mod tests {
     use super::*;
 
+    /// A distinguishable answer.
+    fn answer(first: u8) -> Response {
+        let mut bytes = [0; super::super::packet::RESPONSE_LEN];
+        bytes[0] = first;
+        bytes
+    }
+
     #[test]
     fn a_retransmission_gets_the_first_answer() {
         let c = ReplyCache::new(10);
         let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         assert!(matches!(c.check(src, 1, [0; 16]), Seen::New));
         assert!(matches!(c.check(src, 1, [0; 16]), Seen::InFlight));
-        c.finish(src, 1, [0; 16], Some(vec![2, 1]));
-        assert!(matches!(c.check(src, 1, [0; 16]), Seen::Answered(b) if b == vec![2, 1]));
+        c.finish(src, 1, [0; 16], Some(answer(2)));
+        assert!(matches!(c.check(src, 1, [0; 16]), Seen::Answered(b) if b == answer(2)));
         assert!(matches!(c.check(src, 2, [0; 16]), Seen::New));
         let other: SocketAddr = "127.0.0.1:5001".parse().unwrap();
         assert!(matches!(c.check(other, 1, [0; 16]), Seen::New));
@@ -137,10 +146,10 @@ mod tests {
         assert!(matches!(c.check(src, 1, [0; 16]), Seen::New));
         // The client gave up on the first request and reused Identifier 1.
         assert!(matches!(c.check(src, 1, [1; 16]), Seen::New));
-        c.finish(src, 1, [0; 16], Some(vec![3]));
+        c.finish(src, 1, [0; 16], Some(answer(3)));
         assert!(matches!(c.check(src, 1, [1; 16]), Seen::InFlight), "the newer request keeps its claim");
-        c.finish(src, 1, [1; 16], Some(vec![2]));
-        assert!(matches!(c.check(src, 1, [1; 16]), Seen::Answered(b) if b == vec![2]));
+        c.finish(src, 1, [1; 16], Some(answer(2)));
+        assert!(matches!(c.check(src, 1, [1; 16]), Seen::Answered(b) if b == answer(2)));
         assert_eq!(c.len(), 1, "one slot per socket and Identifier");
     }
 
@@ -150,7 +159,7 @@ mod tests {
         for port in 0..1000u16 {
             let src = SocketAddr::from(([127, 0, 0, 1], 6000 + port));
             assert!(matches!(c.check(src, 0, [0; 16]), Seen::New));
-            c.finish(src, 0, [0; 16], Some(vec![port as u8]));
+            c.finish(src, 0, [0; 16], Some(answer(port as u8)));
             assert!(c.len() <= 100);
         }
         let newest = SocketAddr::from(([127, 0, 0, 1], 6999));

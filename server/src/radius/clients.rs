@@ -5,8 +5,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use zeroize::Zeroizing;
-
+use super::packet::Secret;
 use crate::db::Store;
 use crate::domain::{ClientAddress, MessageAuthenticatorMode};
 
@@ -18,7 +17,7 @@ pub struct Client {
     pub id: i64,
     pub name: String,
     pub address: ClientAddress,
-    pub secret: Zeroizing<Vec<u8>>,
+    pub secret: Secret,
     pub domain_id: i64,
     pub domain_code: String,
     pub mode: MessageAuthenticatorMode,
@@ -42,7 +41,7 @@ impl ClientTable {
                 id: row.id,
                 name: row.name,
                 address,
-                secret: Zeroizing::new(row.secret.into_bytes()),
+                secret: Secret::new(row.secret.into_bytes()),
                 domain_id: row.domain_id,
                 domain_code: row.domain_code,
                 mode,

@@ -25,7 +25,7 @@ use crate::service::verify::{Decision, Request, verify};
 use crate::state::AppState;
 use cache::{ReplyCache, Seen};
 use clients::{Client, ClientTable};
-use packet::{ACCESS_ACCEPT, ACCESS_REJECT, ACCESS_REQUEST, Frame, MAX_PACKET_LEN, STATUS_SERVER};
+use packet::{ACCESS_ACCEPT, ACCESS_REJECT, ACCESS_REQUEST, Frame, MAX_PACKET_LEN, Response, STATUS_SERVER};
 
 /// Longest a passcode check may take before the request is rejected (clients wait 3-60 s).
 const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -56,9 +56,12 @@ pub struct Radius {
     shares: Arc<Mutex<HashMap<i64, Arc<Share>>>>,
 }
 
-/// What an answer needs once the request is decided: where it goes and how it is signed.
-/// It holds the request's permits, given back when the answer has been sent.
+/// Both possible answers to a request, signed before it is queued so that the thread that
+/// decides it (the SQLite engine's, the busiest) only picks one and sends it. It holds the
+/// request's permits, given back when the answer has been sent.
 struct Answer {
+    accept: Response,
+    reject: Response,
     frame: Frame,
     client: Arc<Client>,
     src: SocketAddr,
@@ -68,10 +71,10 @@ struct Answer {
 }
 
 impl Answer {
-    /// Signs the answer `code`, keeps it for retransmissions and sends it.
-    fn send(self, code: u8) {
-        let bytes = packet::response(code, &self.frame, &self.client.secret);
-        self.cache.finish(self.src, self.frame.identifier, self.frame.authenticator, Some(bytes.clone()));
+    /// Sends the Access-Accept or the Access-Reject and keeps it for retransmissions.
+    fn send(self, accept: bool) {
+        let bytes = if accept { self.accept } else { self.reject };
+        self.cache.finish(self.src, self.frame.identifier, self.frame.authenticator, Some(bytes));
         send(&self.sender, &bytes, self.src);
     }
 }
@@ -213,13 +216,21 @@ impl Radius {
             Seen::New => {}
         }
         let pap = packet::decode_pap(datagram, &frame, &client.secret);
-        let answer =
-            Answer { frame, client, src, sender: self.sender.clone(), cache: self.cache.clone(), _permits: permits };
+        let answer = Answer {
+            accept: packet::response(ACCESS_ACCEPT, &frame, &client.secret),
+            reject: packet::response(ACCESS_REJECT, &frame, &client.secret),
+            frame,
+            client,
+            src,
+            sender: self.sender.clone(),
+            cache: self.cache.clone(),
+            _permits: permits,
+        };
         let (username, passcode) = match pap {
             Ok(pap) => pap,
             Err(why) => {
                 tracing::info!(client = answer.client.name, %src, reason = why, "Access-Reject");
-                return answer.send(ACCESS_REJECT);
+                return answer.send(false);
             }
         };
         let request = Request {
@@ -232,9 +243,9 @@ impl Radius {
         };
         // Bounded: a client gets a Reject in time rather than no answer at all.
         verify(&self.state, request, Instant::now() + VERIFY_TIMEOUT, move |_, decision| {
-            let code = match decision {
-                Ok(Decision::Accept) => ACCESS_ACCEPT,
-                Ok(Decision::Reject(_)) => ACCESS_REJECT,
+            let accept = match decision {
+                Ok(Decision::Accept) => true,
+                Ok(Decision::Reject(_)) => false,
                 Err(e) => {
                     let what = if crate::db::is_unavailable(&e) {
                         "database unavailable"
@@ -244,10 +255,10 @@ impl Radius {
                         "passcode check failed"
                     };
                     tracing::error!(client = answer.client.name, error = format!("{e:#}"), "{what}; Access-Reject");
-                    ACCESS_REJECT
+                    false
                 }
             };
-            answer.send(code);
+            answer.send(accept);
         });
     }
 
