@@ -26,12 +26,9 @@
 //! consumed for a requester that has already been told Reject.
 
 use std::cell::Cell;
-use std::future::Future as _;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -166,7 +163,7 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         let failures = Failures::load(&conn, crate::now()).context("cannot read the wrong-passcode log")?;
         // The checkpoint thread ends with this one, when `checkpoints` is dropped.
         let (checkpoints, stop) = std::sync::mpsc::channel::<()>();
-        super::checkpoint::start(path, stop)?;
+        super::checkpoint::start(path, turns.clone(), stop)?;
         let (queue, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("tessera-sqlite".into())
@@ -405,34 +402,11 @@ where
 /// Waits in line with this process's other writers (db::WriteTurns) until the batch's lock
 /// deadline; past it, fails as SQLite's "busy" does.
 fn take_turn(turns: &WriteTurns) -> anyhow::Result<tokio::sync::MutexGuard<'_, ()>> {
-    if let Ok(turn) = turns.try_lock() {
-        return Ok(turn);
-    }
     let deadline = LOCK_DEADLINE.get().unwrap_or_else(Instant::now);
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut turn = pin!(turns.lock());
-    loop {
-        if let Poll::Ready(turn) = turn.as_mut().poll(&mut Context::from_waker(&waker)) {
-            return Ok(turn);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            let busy = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY);
-            return Err(
-                rusqlite::Error::SqliteFailure(busy, Some("this process's writers held the database".into())).into()
-            );
-        }
-        std::thread::park_timeout(deadline - now);
-    }
-}
-
-/// Wakes the engine's thread when its turn to write comes.
-struct Unpark(std::thread::Thread);
-
-impl std::task::Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
+    super::wait_for_turn(turns, deadline).ok_or_else(|| {
+        let busy = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY);
+        rusqlite::Error::SqliteFailure(busy, Some("this process's writers held the database".into())).into()
+    })
 }
 
 /// SQLite's "busy" or "locked": another connection holds the write lock.

@@ -20,9 +20,12 @@ pub mod throttle;
 pub mod users;
 pub mod verify;
 
+use std::future::Future as _;
 use std::path::{Path, PathBuf};
+use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -44,6 +47,36 @@ pub enum Engine {
 /// each batch, so each waits only for the writes queued before it. Other processes (the
 /// CLI) still meet SQLite's own lock and its busy handlers.
 pub type WriteTurns = Arc<tokio::sync::Mutex<()>>;
+
+/// Waits, on a thread outside the async runtime (the engine's, the checkpoints'), for this
+/// process's turn to write until `deadline`; `None` past it. Parked while it waits, woken
+/// when the turn comes.
+pub(crate) fn wait_for_turn(turns: &WriteTurns, deadline: Instant) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    if let Ok(turn) = turns.try_lock() {
+        return Some(turn);
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut turn = pin!(turns.lock());
+    loop {
+        if let Poll::Ready(turn) = turn.as_mut().poll(&mut Context::from_waker(&waker)) {
+            return Some(turn);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        std::thread::park_timeout(deadline - now);
+    }
+}
+
+/// Wakes a thread parked in [`wait_for_turn`] when its turn comes.
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
 
 /// The database behind every command and listener.
 #[derive(Clone, Debug)]
