@@ -42,7 +42,7 @@ impl AppState {
                 let decide = move |ledger: &mut TxLedger<'_, '_>, request: &Request| {
                     decide_in_transaction(ledger, &key, request)
                 };
-                // A Reject is answered as soon as it is decided, before its batch commits (db::engine).
+                // A Reject is answered once its batch is decided, before the batch commits (db::engine).
                 let early = |d: &Decision| matches!(d, Decision::Reject(_));
                 Some(Engine::start(path, turns, decide, early)?)
             }
