@@ -201,6 +201,13 @@ mod tests {
     async fn dropping_the_pool_ends_its_threads_after_the_queued_jobs() {
         let pool = CryptoPool::start("test-crypto-end", 3).unwrap();
         assert_eq!(pool.run(|| 1).await.unwrap(), 1);
+        // A new thread takes its name once it runs, which on a busy machine can be after the
+        // job above has already run on another one.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while threads_named("test-crypto-end") < 3 {
+            assert!(std::time::Instant::now() < deadline, "the pool's three threads did not start");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(threads_named("test-crypto-end"), 3);
         let (tx, rx) = std::sync::mpsc::channel();
         pool.queue.lock().jobs.push_back(Box::new(move || tx.send("queued job ran").unwrap()));
