@@ -93,8 +93,9 @@ fn run(conn: &Connection, turns: &WriteTurns, stop: &Receiver<()>) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_log_restarts_while_a_writer_keeps_committing() {
+    /// A fresh WAL database with a table `t`, a writer on it set up as the engine is, and
+    /// the checkpoint thread running with `turns` (it stops when the sender is dropped).
+    fn writer_with_checkpoints(turns: &WriteTurns) -> (tempfile::TempDir, Connection, std::sync::mpsc::Sender<()>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         let writer = Connection::open(&path).unwrap();
@@ -103,29 +104,32 @@ mod tests {
         writer.pragma_update(None, "wal_autocheckpoint", ENGINE_FALLBACK).unwrap();
         writer.execute_batch("CREATE TABLE t (v BLOB NOT NULL)").unwrap();
         let (keep, stop) = std::sync::mpsc::channel();
-        start(&path, WriteTurns::default(), stop).unwrap();
+        start(&path, turns.clone(), stop).unwrap();
+        (dir, writer, keep)
+    }
+
+    /// The furthest the log reached, in frames: the WAL file's size.
+    fn log_frames(dir: &tempfile::TempDir) -> u64 {
+        std::fs::metadata(dir.path().join("c.db-wal")).unwrap().len() / (4096 + 24)
+    }
+
+    #[test]
+    fn the_log_restarts_while_a_writer_keeps_committing() {
+        let (dir, writer, _keep) = writer_with_checkpoints(&WriteTurns::default());
         // Four pages a commit, 1,500 commits: 6,000 frames (25 MB) without checkpoints. A
         // restarted log is written from its start again, so the file stops growing.
         for _ in 0..1500 {
             writer.execute("INSERT INTO t (v) VALUES (zeroblob(4 * 4000))", []).unwrap();
             std::thread::sleep(Duration::from_micros(200));
         }
-        let frames = std::fs::metadata(dir.path().join("c.db-wal")).unwrap().len() / (4096 + 24);
+        let frames = log_frames(&dir);
         assert!(frames < 3 * RESTART_AT as u64, "the log grew to {frames} frames");
-        drop(keep);
     }
 
     #[test]
     fn the_log_restarts_while_a_writer_of_this_process_commits_back_to_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.db");
-        let writer = Connection::open(&path).unwrap();
-        writer.pragma_update(None, "journal_mode", "WAL").unwrap();
-        writer.pragma_update(None, "wal_autocheckpoint", ENGINE_FALLBACK).unwrap();
-        writer.execute_batch("CREATE TABLE t (v BLOB NOT NULL)").unwrap();
         let turns = WriteTurns::default();
-        let (keep, stop) = std::sync::mpsc::channel();
-        start(&path, turns.clone(), stop).unwrap();
+        let (dir, writer, _keep) = writer_with_checkpoints(&turns);
         // As the engine under a load of Rejects: each commit in its turn, the next at once.
         // SQLite's busy handler alone let the checkpoint miss every gap between them.
         let until = std::time::Instant::now() + Duration::from_secs(2);
@@ -133,10 +137,9 @@ mod tests {
             let _turn = wait_for_turn(&turns, until + Duration::from_secs(1)).unwrap();
             writer.execute("INSERT INTO t (v) VALUES (zeroblob(4 * 4000))", []).unwrap();
         }
-        // The file's size is the furthest the log reached: about 3,300 frames here with
-        // the checkpoint taking its turn, over 14,000 (and growing) without.
-        let frames = std::fs::metadata(dir.path().join("c.db-wal")).unwrap().len() / (4096 + 24);
+        // About 3,300 frames here with the checkpoint taking its turn, over 14,000 (and
+        // growing) without.
+        let frames = log_frames(&dir);
         assert!(frames < 6 * RESTART_AT as u64, "the log grew to {frames} frames");
-        drop(keep);
     }
 }
