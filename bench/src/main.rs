@@ -93,7 +93,8 @@ struct Argon2Args {
 
 #[derive(Debug, Args)]
 struct SeedArgs {
-    /// Database URL (sqlite://FILE or postgres://…); the domain must already exist
+    /// Database URL (sqlite://FILE, or postgres://… with --per-row or --reissue); the domain
+    /// must already exist
     #[arg(long, value_name = "URL")]
     database: String,
     /// Code of the domain the users belong to
@@ -109,7 +110,8 @@ struct SeedArgs {
     #[arg(long, default_value_t = 5000, value_name = "N")]
     batch: u64,
     /// Use the per-row Store functions (one durable commit each) instead of batching the
-    /// same SQL statements into transactions; slow, for cross-checking small seeds
+    /// same SQL statements into transactions on the SQLite file; slow, for cross-checking
+    /// small seeds
     #[arg(long)]
     per_row: bool,
     /// Give the K users seeded before (same --prefix) a new passcode each, through the

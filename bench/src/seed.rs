@@ -5,8 +5,9 @@
 //! `service::admin::validate`, `passcode::generate`, `PasscodeKey::hash`,
 //! `Store::insert_passcode`): one durable commit each, about 3 fsyncs per user, far too slow
 //! for a million users. The default batched mode runs the *same SQL statements* (copied
-//! from server/src/db/{devices,passcodes,audit}.rs) for `--batch` users per transaction; the
-//! passcode and its hash still come from the server's code. A final check reads sample
+//! from server/src/db/{devices,passcodes,audit}.rs) for `--batch` users per transaction,
+//! through rusqlite on the SQLite file (so it needs a SQLite database); the passcode and its
+//! hash still come from the server's code. A final check reads sample
 //! users back through `Store::user_by_name` and `Store::recent_passcodes`, the verify path.
 //!
 //! Order, in batched mode: all users are enrolled first (in name order), then the
@@ -28,7 +29,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use rand::seq::SliceRandom as _;
-use sqlx::Any;
+use rusqlite::params;
 use tessera_server::db::Store;
 use tessera_server::db::audit::Entry;
 use tessera_server::db::devices::NewDevice;
@@ -68,6 +69,8 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let domain = admin::domain(&store, &o.domain).await?;
     // One argon2id hash for every device: the PIN is never checked on the RADIUS path.
     let pin_hash = tessera_server::domain::pin::hash("bench-pin-123456")?;
+    // Opened before the output file, so that a database it cannot seed leaves no file.
+    let batched = if o.per_row || o.reissue { None } else { Some(open_batched(&state)?) };
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -76,7 +79,28 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         .open(&o.out)
         .with_context(|| format!("cannot create {}", o.out.display()))?;
     let started = Instant::now();
-    if o.per_row || o.reissue {
+    if let Some(mut conn) = batched {
+        // Users and devices first, in name order; then one passcode each, in a random order.
+        let mut ids = Vec::with_capacity(o.users as usize);
+        let mut done = 0u64;
+        while done < o.users {
+            let n = o.batch.min(o.users - done);
+            let users: Vec<User> = (done..done + n).map(|i| user(&o.prefix, i)).collect();
+            ids.extend(enroll(&mut conn, &domain, &pin_hash, &users)?);
+            done += n;
+            progress("enrolled", done, o.users, started);
+        }
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.shuffle(&mut rand::rng());
+        let mut done = 0u64;
+        for chunk in order.chunks(o.batch as usize) {
+            let batch: Vec<(String, (i64, i64))> =
+                chunk.iter().map(|&i| (user(&o.prefix, i as u64).name, ids[i])).collect();
+            out.write_all(issue(&mut conn, &state, &domain, &batch)?.as_bytes())?;
+            done += chunk.len() as u64;
+            progress("issued passcodes to", done, o.users, started);
+        }
+    } else {
         let mut done = 0u64;
         let mut order: Vec<u64> = (0..o.users).collect();
         if o.reissue {
@@ -92,27 +116,6 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
             out.write_all(lines.as_bytes())?;
             done += chunk.len() as u64;
             progress(if o.reissue { "reissued" } else { "seeded" }, done, o.users, started);
-        }
-    } else {
-        // Users and devices first, in name order; then one passcode each, in a random order.
-        let mut ids = Vec::with_capacity(o.users as usize);
-        let mut done = 0u64;
-        while done < o.users {
-            let n = o.batch.min(o.users - done);
-            let users: Vec<User> = (done..done + n).map(|i| user(&o.prefix, i)).collect();
-            ids.extend(enroll(&state, &domain, &pin_hash, &users).await?);
-            done += n;
-            progress("enrolled", done, o.users, started);
-        }
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.shuffle(&mut rand::rng());
-        let mut done = 0u64;
-        for chunk in order.chunks(o.batch as usize) {
-            let batch: Vec<(String, (i64, i64))> =
-                chunk.iter().map(|&i| (user(&o.prefix, i as u64).name, ids[i])).collect();
-            out.write_all(issue(&state, &domain, &batch).await?.as_bytes())?;
-            done += chunk.len() as u64;
-            progress("issued passcodes to", done, o.users, started);
         }
     }
     out.sync_all()?;
@@ -202,109 +205,120 @@ async fn reissue(state: &AppState, domain: &DomainRow, users: &[User]) -> anyhow
     Ok(lines)
 }
 
+/// The batched path's connection: rusqlite on the server's SQLite file. Through sqlx every
+/// statement was a round trip to its SQLite worker thread, two context switches, which made
+/// seeding 2,000,000 users take 13 minutes (BENCHMARKS.md); the statements are the same.
+fn open_batched(state: &AppState) -> anyhow::Result<rusqlite::Connection> {
+    let path = state
+        .store
+        .sqlite_file()
+        .context("batched seeding writes the SQLite file directly; for another database use --per-row")?;
+    let conn = rusqlite::Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // The server's checkpoint thread may hold the write lock for a moment.
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// A statement of the server's (`$N` placeholders, shared with PostgreSQL) in SQLite's
+/// numbered form `?N`, as the server's engine runs them.
+fn prepare<'c>(tx: &'c rusqlite::Transaction<'_>, sql: &str) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
+    tx.prepare_cached(&sql.replace('$', "?"))
+}
+
 /// The batched path, first half: the statements of [`per_row`] up to the passcode, in one
 /// transaction per batch; each user's `(user id, device id)`.
-async fn enroll(
-    state: &AppState,
+fn enroll(
+    conn: &mut rusqlite::Connection,
     domain: &DomainRow,
     pin_hash: &str,
     users: &[User],
 ) -> anyhow::Result<Vec<(i64, i64)>> {
-    let mut tx = state.store.pool().begin().await?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut ids = Vec::with_capacity(users.len());
     let now = tessera_server::now();
     for u in users {
         // Store::insert_pending_device
-        let device_id: i64 = sqlx::query_scalar::<Any, i64>(
+        let device_id: i64 = prepare(
+            &tx,
             "INSERT INTO devices (domain_id, device_key_id, public_key, pin_hash, registration_code, \
              registration_expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-        )
-        .bind(domain.id)
-        .bind(u.device_key_id.clone())
-        .bind(PUBLIC_KEY.to_vec())
-        .bind(pin_hash.to_owned())
-        .bind(u.registration_code.clone())
-        .bind(now + domain.registration_ttl_secs)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
+        )?
+        .query_row(
+            params![
+                domain.id,
+                u.device_key_id,
+                PUBLIC_KEY,
+                pin_hash,
+                u.registration_code,
+                now + domain.registration_ttl_secs,
+                now
+            ],
+            |r| r.get(0),
+        )?;
         // Store::validate_registration
-        sqlx::query::<Any>(
+        prepare(
+            &tx,
             "INSERT INTO users (domain_id, username, disabled, created_at) VALUES ($1, $2, 0, $3) \
              ON CONFLICT (domain_id, username) DO NOTHING",
-        )
-        .bind(domain.id)
-        .bind(u.name.clone())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let r = sqlx::query::<Any>(
+        )?
+        .execute(params![domain.id, u.name, now])?;
+        let changed = prepare(
+            &tx,
             "UPDATE devices SET user_id = (SELECT id FROM users WHERE domain_id = $1 AND username = $2), \
                     registration_code = NULL, registration_expires_at = NULL, validated_at = $3 \
              WHERE domain_id = $1 AND registration_code = $4 AND user_id IS NULL AND registration_expires_at >= $3",
-        )
-        .bind(domain.id)
-        .bind(u.name.clone())
-        .bind(now)
-        .bind(u.registration_code.clone())
-        .execute(&mut *tx)
-        .await?;
-        anyhow::ensure!(r.rows_affected() == 1, "validating {} failed", u.name);
+        )?
+        .execute(params![domain.id, u.name, now, u.registration_code])?;
+        anyhow::ensure!(changed == 1, "validating {} failed", u.name);
         // service::admin::validate's audit entry
-        sqlx::query::<Any>(
+        prepare(
+            &tx,
             "INSERT INTO audit_log (at, actor, kind, domain_code, username, source, detail) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(now)
-        .bind(ACTOR)
-        .bind("registration.validate")
-        .bind(Some(domain.code.clone()))
-        .bind(Some(u.name.clone()))
-        .bind(None::<String>)
-        .bind("registration validated")
-        .execute(&mut *tx)
-        .await?;
+        )?
+        .execute(params![
+            now,
+            ACTOR,
+            "registration.validate",
+            domain.code,
+            u.name,
+            None::<String>,
+            "registration validated"
+        ])?;
         // Store::user_by_name (the user id the passcode hash is keyed with)
-        let user_id: i64 =
-            sqlx::query_scalar::<Any, i64>("SELECT id FROM users WHERE domain_id = $1 AND username = $2")
-                .bind(domain.id)
-                .bind(u.name.clone())
-                .fetch_one(&mut *tx)
-                .await?;
+        let user_id: i64 = prepare(&tx, "SELECT id FROM users WHERE domain_id = $1 AND username = $2")?
+            .query_row(params![domain.id, u.name], |r| r.get(0))?;
         ids.push((user_id, device_id));
     }
-    tx.commit().await?;
+    tx.commit()?;
     Ok(ids)
 }
 
 /// The batched path, second half: a passcode for each `(name, (user id, device id))`, in
 /// that order, in one transaction; the `name passcode` lines.
-async fn issue(state: &AppState, domain: &DomainRow, users: &[(String, (i64, i64))]) -> anyhow::Result<String> {
-    let mut tx = state.store.pool().begin().await?;
+fn issue(
+    conn: &mut rusqlite::Connection,
+    state: &AppState,
+    domain: &DomainRow,
+    users: &[(String, (i64, i64))],
+) -> anyhow::Result<String> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut lines = String::new();
     let now = tessera_server::now();
     for (name, (user_id, device_id)) in users {
-        let (user_id, device_id) = (*user_id, *device_id);
         // service::issue: generate, hash, Store::insert_passcode
         let code = passcode::generate(domain.passcode_length as u32);
-        let hash = state.passcode_key.hash(user_id, &code);
-        sqlx::query::<Any>("DELETE FROM passcodes WHERE device_id = $1 AND used = 0")
-            .bind(device_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query::<Any>(
+        let hash = state.passcode_key.hash(*user_id, &code);
+        prepare(&tx, "DELETE FROM passcodes WHERE device_id = $1 AND used = 0")?.execute(params![device_id])?;
+        prepare(
+            &tx,
             "INSERT INTO passcodes (user_id, device_id, hash, expires_at, used, created_at) VALUES ($1, $2, $3, $4, 0, $5)",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .bind(hash.to_vec())
-        .bind(now + domain.passcode_lifetime_secs)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        )?
+        .execute(params![user_id, device_id, &hash[..], now + domain.passcode_lifetime_secs, now])?;
         lines.push_str(&format!("{name} {}\n", *code));
     }
-    tx.commit().await?;
+    tx.commit()?;
     Ok(lines)
 }
 

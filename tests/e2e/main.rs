@@ -3,6 +3,7 @@
 //!
 //! Run through `scripts/test`, which builds the binaries first.
 
+mod bench_seed;
 mod check;
 mod concurrency;
 mod console_browser;
