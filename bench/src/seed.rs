@@ -34,6 +34,7 @@ use tessera_server::db::Store;
 use tessera_server::db::audit::Entry;
 use tessera_server::db::devices::NewDevice;
 use tessera_server::db::domains::DomainRow;
+use tessera_server::db::engine::sqlite_sql;
 use tessera_server::db::passcodes::NewPasscode;
 use tessera_server::domain::passcode::{self, hashes_equal};
 use tessera_server::service::admin;
@@ -223,7 +224,7 @@ fn open_batched(state: &AppState) -> anyhow::Result<rusqlite::Connection> {
 /// A statement of the server's (`$N` placeholders, shared with PostgreSQL) in SQLite's
 /// numbered form `?N`, as the server's engine runs them.
 fn prepare<'c>(tx: &'c rusqlite::Transaction<'_>, sql: &str) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
-    tx.prepare_cached(&sql.replace('$', "?"))
+    tx.prepare_cached(&sqlite_sql(sql))
 }
 
 /// The batched path, first half: the statements of [`per_row`] up to the passcode, in one

@@ -465,7 +465,7 @@ pub struct TxLedger<'a, 'c> {
 
 /// `$N` placeholders (shared with PostgreSQL) in SQLite's numbered form `?N`: SQLite numbers
 /// `$N` by order of first appearance, not by N.
-fn sqlite_sql(sql: &str) -> String {
+pub fn sqlite_sql(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
