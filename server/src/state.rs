@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use crate::crypto_pool::CryptoPool;
 use crate::db::Store;
+use crate::db::audit::Entry;
 use crate::db::engine::{Engine, TxLedger};
+use crate::db::passcodes::NewPasscode;
+use crate::db::{devices, nonces, passcodes, verify};
 use crate::domain::passcode::PasscodeKey;
 use crate::service::limiter::RateLimiter;
 use crate::service::verify::{Decision, Request, decide_in_transaction};
@@ -66,6 +69,48 @@ impl AppState {
     /// Runs an argon2id hash or verify on the argon2id threads, at the lowest CPU priority.
     pub async fn argon2<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
         self.argon2.run(f).await
+    }
+
+    // The token API's writes on every passcode request. On a SQLite file they run on the
+    // verification engine's thread, inside its batches (`Engine::write`), so that RADIUS
+    // never waits for them; on PostgreSQL through the pool. Only the PIN attempt is synced
+    // to the disk before the answer, as every pool commit is: a power loss must not give a
+    // guesser attempts back. A nonce or a passcode lost to a power loss costs nothing: the
+    // start after it voids every unused passcode (`db::runs`), and a replayed request is
+    // sealed to the token that sent it, so its answer is of no use to the replayer.
+
+    /// Records a token request's nonce; false when it was seen before (a replay).
+    pub async fn record_nonce(&self, device_key_id: &str, nonce: &str, expires_at: i64) -> anyhow::Result<bool> {
+        let Some(engine) = &self.engine else {
+            return Ok(self.store.record_nonce(device_key_id, nonce, expires_at).await?);
+        };
+        let (device_key_id, nonce) = (device_key_id.to_owned(), nonce.to_owned());
+        Ok(engine.write(false, move |conn| nonces::record_nonce_in(conn, &device_key_id, &nonce, expires_at)).await?)
+    }
+
+    /// Takes a PIN attempt before the PIN is checked (`Store::reserve_pin_attempt`): the new
+    /// count, or `None` when the device is locked.
+    pub async fn reserve_pin_attempt(&self, device_id: i64, limit: i64) -> anyhow::Result<Option<i64>> {
+        let Some(engine) = &self.engine else {
+            return Ok(self.store.reserve_pin_attempt(device_id, limit).await?);
+        };
+        Ok(engine.write(true, move |conn| devices::reserve_pin_attempt_in(conn, device_id, limit)).await?)
+    }
+
+    /// Stores an issued passcode with its audit entry (`Store::insert_passcode`).
+    pub async fn insert_passcode(&self, p: NewPasscode<'_>, audit: Entry<'_>) -> anyhow::Result<()> {
+        let Some(engine) = &self.engine else {
+            return Ok(self.store.insert_passcode(p, audit).await?);
+        };
+        let (user_id, device_id, hash, expires_at, now) =
+            (p.user_id, p.device_id, p.hash.to_vec(), p.expires_at, p.now);
+        let audit = verify::audit_values(&audit, crate::now());
+        Ok(engine
+            .write(false, move |conn| {
+                let p = NewPasscode { user_id, device_id, hash: &hash, expires_at, now };
+                passcodes::insert_passcode_in(conn, &p, &audit)
+            })
+            .await?)
     }
 }
 

@@ -1,8 +1,14 @@
 //! Devices (token public keys): pending registrations, validation and wrong-PIN counting.
 
+use rusqlite::{Connection, OptionalExtension as _, params};
 use sqlx::FromRow;
 
 use super::Store;
+use super::engine::sqlite_sql;
+
+/// Takes a PIN attempt: `$1` device id, `$2` the domain's limit; the new count, no row once locked.
+const RESERVE_PIN_ATTEMPT: &str =
+    "UPDATE devices SET wrong_pins = wrong_pins + 1 WHERE id = $1 AND wrong_pins < $2 RETURNING wrong_pins";
 
 /// A device with the state of its user, as the passcode flow needs it.
 #[derive(Clone, Debug, FromRow)]
@@ -118,12 +124,11 @@ impl Store {
     /// the limit. Returns the new count, or `None` when the device is already locked.
     pub async fn reserve_pin_attempt(&self, device_id: i64, limit: i64) -> sqlx::Result<Option<i64>> {
         let _turn = self.write_turn().await;
-        sqlx::query_scalar(
-            "UPDATE devices SET wrong_pins = wrong_pins + 1 WHERE id = $1 AND wrong_pins < $2 RETURNING wrong_pins",
-        )
-        .bind(device_id)
-        .bind(limit)
-        .fetch_optional(self.pool())
-        .await
+        sqlx::query_scalar(RESERVE_PIN_ATTEMPT).bind(device_id).bind(limit).fetch_optional(self.pool()).await
     }
+}
+
+/// [`Store::reserve_pin_attempt`] on the SQLite engine's connection (`db::engine::Engine::write`).
+pub fn reserve_pin_attempt_in(conn: &Connection, device_id: i64, limit: i64) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached(&sqlite_sql(RESERVE_PIN_ATTEMPT))?.query_row(params![device_id, limit], |r| r.get(0)).optional()
 }

@@ -25,6 +25,11 @@
 //! The queue is bounded ([`QUEUE`]); each request carries a deadline, and one whose deadline
 //! has passed is answered [`EngineError::Expired`] without being checked, so nothing is
 //! consumed for a requester that has already been told Reject.
+//!
+//! The token API's writes of a passcode request (its nonce, the PIN attempt, the issued
+//! passcode) are queued here too ([`Engine::write`]) and run inside the same batches: a
+//! writer of its own held SQLite's lock across its trips through the runtime and sqlx's
+//! worker, and the engine waited for it (BENCHMARKS.md, Issuance).
 
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
@@ -34,9 +39,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rusqlite::{Connection, OptionalExtension as _, Statement, Transaction, TransactionBehavior, params};
-use tokio::sync::mpsc;
-#[cfg(test)]
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::WriteTurns;
 use super::audit::Entry;
@@ -61,6 +64,8 @@ const MMAP_BYTES: i64 = 2 << 30;
 /// holds across its trips through the async runtime and sqlx's worker thread, cost the
 /// RADIUS p99 under full issuance load 2-3 times (BENCHMARKS.md).
 const SATURATED_AFTER: Duration = Duration::from_millis(10);
+/// How long a write queued with [`Engine::write`] may wait for its batch.
+const WRITE_PATIENCE: Duration = Duration::from_secs(5);
 /// Kept free before the earliest deadline of a batch when waiting for a lock held by
 /// another process, so the answer still arrives in time.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(150);
@@ -112,27 +117,98 @@ pub enum EngineError {
 /// an answer leaves without waking another thread (BENCHMARKS.md).
 pub type Reply<J, O> = Box<dyn FnOnce(&J, Result<O, EngineError>) + Send>;
 
-/// One queued request with its deadline and where to send the answer (taken once sent).
-/// Dropped unanswered (the engine stopped), it answers [`EngineError::Stopped`].
+/// A write queued with [`Engine::write`], run inside a batch's transaction; it may run
+/// again if its batch rolls back.
+type WriteFn = Box<dyn FnMut(&Connection) -> rusqlite::Result<()> + Send>;
+/// Where a write's outcome goes: `Ok` once its batch has committed.
+type WriteDone = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
+
+/// Where a write's result arrives.
+type WriteAnswer<T> = oneshot::Receiver<Result<T, EngineError>>;
+
+/// What a queued item asks of the engine; its answer is taken once sent.
+enum Work<J, O> {
+    /// A request for the handler to decide.
+    Decide { job: J, reply: Option<Reply<J, O>> },
+    /// A write of another part of the server (the token API's), run as it is; `synced`: its
+    /// batch commits with `synchronous = FULL`.
+    Write { run: WriteFn, done: Option<WriteDone>, synced: bool },
+}
+
+/// One queued item with its deadline. Dropped unanswered (the engine stopped), it answers
+/// [`EngineError::Stopped`].
 struct Pending<J, O> {
-    job: J,
+    work: Work<J, O>,
     deadline: Instant,
-    reply: Option<Reply<J, O>>,
 }
 
 impl<J, O> Pending<J, O> {
-    fn answer(&mut self, answer: Result<O, EngineError>) {
-        let Some(reply) = self.reply.take() else { return };
-        // A panicking reply loses its own answer only; the engine thread goes on.
-        if std::panic::catch_unwind(AssertUnwindSafe(|| reply(&self.job, answer))).is_err() {
-            tracing::error!("bug: answering a RADIUS request panicked; that request goes unanswered");
+    fn decide(job: J, deadline: Instant, reply: Reply<J, O>) -> Self {
+        Self { work: Work::Decide { job, reply: Some(reply) }, deadline }
+    }
+
+    /// A write (see [`Engine::write`]) and where its result arrives.
+    fn write<T: Send + 'static>(
+        synced: bool,
+        mut write: impl FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> (Self, WriteAnswer<T>) {
+        // The value of the last run, handed over once its batch has committed.
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let (tx, rx) = oneshot::channel();
+        let kept = slot.clone();
+        let run: WriteFn = Box::new(move |conn| {
+            let value = write(conn)?;
+            *kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(value);
+            Ok(())
+        });
+        let done: WriteDone = Box::new(move |outcome| {
+            let value = outcome.and_then(|()| {
+                let value = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                value.ok_or_else(|| EngineError::Failed("bug: a write committed without its result".into()))
+            });
+            let _ = tx.send(value);
+        });
+        let work = Work::Write { run, done: Some(done), synced };
+        (Self { work, deadline: Instant::now() + WRITE_PATIENCE }, rx)
+    }
+
+    fn is_synced_write(&self) -> bool {
+        matches!(self.work, Work::Write { synced: true, .. })
+    }
+
+    fn answered(&self) -> bool {
+        match &self.work {
+            Work::Decide { reply, .. } => reply.is_none(),
+            Work::Write { done, .. } => done.is_none(),
         }
+    }
+
+    /// Answers with `outcome` (`None` for a write: it is done).
+    fn answer(&mut self, outcome: Result<Option<O>, EngineError>) {
+        // A panicking reply loses its own answer only; the engine thread goes on.
+        let panicked = match &mut self.work {
+            Work::Decide { job, reply } => {
+                let (Some(reply), Some(answer)) = (reply.take(), outcome.transpose()) else { return };
+                std::panic::catch_unwind(AssertUnwindSafe(|| reply(job, answer))).is_err()
+            }
+            Work::Write { done, .. } => {
+                let Some(done) = done.take() else { return };
+                std::panic::catch_unwind(AssertUnwindSafe(|| done(outcome.map(|_| ())))).is_err()
+            }
+        };
+        if panicked {
+            tracing::error!("bug: answering a queued request panicked; that request goes unanswered");
+        }
+    }
+
+    fn fail(&mut self, e: EngineError) {
+        self.answer(Err(e));
     }
 }
 
 impl<J, O> Drop for Pending<J, O> {
     fn drop(&mut self) {
-        self.answer(Err(EngineError::Stopped));
+        self.fail(EngineError::Stopped);
     }
 }
 
@@ -192,9 +268,34 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
     /// Queues `job`; `reply` gets its decision (an Accept once committed), or at once an
     /// error when the queue is full or the engine has stopped.
     pub fn send(&self, job: J, deadline: Instant, reply: Reply<J, O>) {
-        match self.queue.try_send(Pending { job, deadline, reply: Some(reply) }) {
+        self.queue(Pending::decide(job, deadline, reply));
+    }
+
+    /// Runs `write` on the engine's thread, inside the transaction of its next batch, and
+    /// returns what it returned once that batch has committed. With `synced`, the batch
+    /// commits with `synchronous = FULL`: the write is on the disk when this returns, as the
+    /// pool's commits are; without, it is as durable as a RADIUS consumption (a crash or
+    /// `kill -9` loses nothing, a power loss may lose the last moments). The token API writes
+    /// this way on a SQLite file, so the engine never waits for its writes: through the pool
+    /// they held the write lock for milliseconds across their trips through the runtime and
+    /// sqlx's worker, and RADIUS p99 under full issuance load was 4-6x idle because of it
+    /// (BENCHMARKS.md). `write` runs again if its batch rolls back (a neighbour failed) and
+    /// is retried alone, so it must only touch the database; an error it returns fails it
+    /// alone.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        synced: bool,
+        write: impl FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let (pending, answer) = Pending::write(synced, write);
+        self.queue(pending);
+        answer.await.unwrap_or(Err(EngineError::Stopped))
+    }
+
+    fn queue(&self, pending: Pending<J, O>) {
+        match self.queue.try_send(pending) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(mut refused)) => refused.answer(Err(EngineError::Overloaded)),
+            Err(mpsc::error::TrySendError::Full(mut refused)) => refused.fail(EngineError::Overloaded),
             // Dropped: answers `Stopped`.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
@@ -320,7 +421,7 @@ fn decide_batch<'c, J, O, H>(
     let now = Instant::now();
     let (mut live, late): (Vec<_>, Vec<_>) = batch.drain(..).partition(|p| p.deadline > now + DEADLINE_MARGIN);
     for mut p in late {
-        p.answer(Err(EngineError::Expired));
+        p.fail(EngineError::Expired);
     }
     let Some(earliest) = live.iter().map(|p| p.deadline).min() else { return };
     // Wait for another process's write lock only as long as the most urgent request allows.
@@ -331,19 +432,19 @@ fn decide_batch<'c, J, O, H>(
     // Rolled back. Requests already answered (early) are not decided again: a second
     // decision could differ from the answer sent (a passcode the rolled-back batch had
     // consumed is unused again); their failure counts and audit rows are lost.
-    let answered = live.iter().filter(|p| p.reply.is_none()).count();
-    live.retain(|p| p.reply.is_some());
+    let answered = live.iter().filter(|p| p.answered()).count();
+    live.retain(|p| !p.answered());
     if answered > 0 {
         tracing::warn!(answered, "batch rolled back after some Rejects were sent; their audit rows are lost");
     }
     if is_busy(&failure) {
         for mut p in live {
-            p.answer(Err(EngineError::Busy));
+            p.fail(EngineError::Busy);
         }
     } else if alone {
         // The request decided alone is the one that fails.
         for mut p in live {
-            p.answer(Err(EngineError::Failed(format!("{failure:#}"))));
+            p.fail(EngineError::Failed(format!("{failure:#}")));
         }
     } else if !live.is_empty() {
         tracing::warn!(
@@ -354,13 +455,14 @@ fn decide_batch<'c, J, O, H>(
         for p in &mut live {
             if let Err(e) = transaction(conn, turns, stmts, failures, std::slice::from_mut(p), handler, early) {
                 let e = if is_busy(&e) { EngineError::Busy } else { EngineError::Failed(format!("{e:#}")) };
-                p.answer(Err(e));
+                p.fail(e);
             }
         }
     }
 }
 
-/// Runs `handler` for each request in one write transaction and commits; any error rolls
+/// Runs `handler` for each request (and each queued write as it is) in one write
+/// transaction and commits; any error rolls
 /// the whole transaction back, and with it what the batch changed in `failures`. Outcomes
 /// `early` accepts are answered once every request is decided, before the commit, the
 /// others once it has committed; an error leaves unanswered what was not answered yet.
@@ -381,6 +483,9 @@ where
 {
     // When saturated, this process's writers first (db::WriteTurns); then SQLite's lock.
     let _turn = turns.map(take_turn).transpose()?;
+    // A batch holding a synced write commits durably (Engine::write). Set before the transaction
+    // (SQLite refuses to change it inside one), put back after it, rolled back or not.
+    let _synced = requests.iter().any(Pending::is_synced_write).then(|| Synced::new(conn)).transpose()?;
     // IMMEDIATE takes the write lock first, so a batch never fails half-way on an upgrade.
     // Unchecked (by `&Connection`): the engine's statements borrow the connection for its
     // whole life, and this thread runs one transaction at a time.
@@ -395,8 +500,14 @@ where
     // died would leave every later RADIUS request without a decision until a restart.
     let decisions = std::panic::catch_unwind(AssertUnwindSafe(|| -> anyhow::Result<()> {
         let mut ledger = TxLedger { conn, stmts, failures: &mut *failures };
-        for p in requests.iter() {
-            decided.push(handler(&mut ledger, &p.job)?);
+        for p in requests.iter_mut() {
+            match &mut p.work {
+                Work::Decide { job, .. } => decided.push(Some(handler(&mut ledger, job)?)),
+                Work::Write { run, .. } => {
+                    run(conn)?;
+                    decided.push(None);
+                }
+            }
         }
         Ok(())
     }))
@@ -420,10 +531,9 @@ where
     // Every request decided: the early outcomes go out together, before the commit.
     let mut after_commit = Vec::with_capacity(decided.len());
     for (p, outcome) in requests.iter_mut().zip(decided) {
-        if early(&outcome) {
-            p.answer(Ok(outcome));
-        } else {
-            after_commit.push((p, outcome));
+        match outcome {
+            Some(outcome) if early(&outcome) => p.answer(Ok(Some(outcome))),
+            outcome => after_commit.push((p, outcome)),
         }
     }
     if let Err(e) = tx.commit() {
@@ -435,6 +545,24 @@ where
         p.answer(Ok(outcome));
     }
     Ok(())
+}
+
+/// `synchronous = FULL` on the engine's connection while it lives, `NORMAL` again after.
+struct Synced<'c>(&'c Connection);
+
+impl<'c> Synced<'c> {
+    fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(Self(conn))
+    }
+}
+
+impl Drop for Synced<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.pragma_update(None, "synchronous", "NORMAL") {
+            tracing::warn!(error = %e, "could not put the engine's commits back to synchronous = NORMAL");
+        }
+    }
 }
 
 /// Waits in line with this process's other writers (db::WriteTurns) until the batch's lock
@@ -552,6 +680,8 @@ impl Ledger for TxLedger<'_, '_> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     #[test]
@@ -614,7 +744,7 @@ mod tests {
         let (mut batch, mut answers) = (Vec::new(), Vec::new());
         for &job in jobs {
             let (reply, answer) = oneshot::channel();
-            batch.push(Pending { job, deadline, reply: Some(oneshot_reply(reply)) });
+            batch.push(Pending::decide(job, deadline, oneshot_reply(reply)));
             answers.push(answer);
         }
         let mut failures = Failures::load(&conn, crate::now()).unwrap();
@@ -820,5 +950,76 @@ mod tests {
         assert!(start.elapsed() < Duration::from_millis(600), "answered before the deadline");
         holder.execute_batch("ROLLBACK").unwrap();
         assert_eq!(engine.submit(2, Instant::now() + Duration::from_secs(5)).await.unwrap(), 20);
+    }
+
+    #[tokio::test]
+    async fn a_write_returns_its_result_once_committed_and_an_error_fails_it_alone() {
+        let (_dir, path, engine) = engine();
+        let insert = |conn: &Connection| {
+            conn.execute("INSERT INTO t (v) VALUES (5)", [])?;
+            Ok(conn.last_insert_rowid())
+        };
+        assert_eq!(engine.write(false, insert).await.unwrap(), 1);
+        assert_eq!(engine.write(true, insert).await.unwrap(), 2);
+        assert_eq!(stored(&path), vec![5, 5]);
+        let failed = engine.write(true, |conn| conn.execute("INSERT INTO nowhere (v) VALUES (1)", [])).await;
+        assert!(matches!(&failed, Err(EngineError::Failed(e)) if e.contains("nowhere")), "{failed:?}");
+        assert_eq!(engine.submit(2, Instant::now() + Duration::from_secs(5)).await.unwrap(), 20);
+        assert_eq!(stored(&path), vec![2, 5, 5]);
+    }
+
+    /// A write that inserts `v` and answers the `synchronous` setting its batch runs with
+    /// (2 FULL, 1 NORMAL), counting its runs.
+    fn insert_and_tell(synced: bool, v: i64, runs: &Arc<AtomicUsize>) -> (Pending<i64, i64>, WriteAnswer<i64>) {
+        let runs = runs.clone();
+        Pending::write(synced, move |conn| {
+            runs.fetch_add(1, Ordering::Relaxed);
+            conn.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
+            conn.pragma_query_value(None, "synchronous", |r| r.get(0))
+        })
+    }
+
+    #[test]
+    fn a_write_in_a_batch_that_rolls_back_runs_again_alone_and_a_synced_one_commits_with_full() {
+        let (_dir, path) = schema();
+        let conn = open(&path).unwrap();
+        let mut stmts = Prepared::new(&conn).unwrap();
+        let mut failures = Failures::load(&conn, crate::now()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let decision = |job| {
+            let (reply, answer) = oneshot::channel();
+            (Pending::decide(job, deadline, oneshot_reply(reply)), answer)
+        };
+        let runs = Arc::new(AtomicUsize::new(0));
+        // A decision, a synced write, then a decision that fails the batch.
+        let ((two, two_answer), (write, written), (bad, bad_answer)) =
+            (decision(2), insert_and_tell(true, 7, &runs), decision(-1));
+        let mut batch = vec![two, write, bad];
+        decide_batch(&conn, None, &mut stmts, &mut failures, &mut batch, &mut insert_or_fail, ends_in_one);
+        assert_eq!(written.blocking_recv().unwrap().unwrap(), 2, "committed with synchronous = FULL");
+        assert_eq!(runs.load(Ordering::Relaxed), 2, "run in the batch, then again alone");
+        assert_eq!(two_answer.blocking_recv().unwrap().unwrap(), 20);
+        assert!(matches!(bad_answer.blocking_recv().unwrap(), Err(EngineError::Failed(_))));
+        assert_eq!(stored(&path), vec![2, 7]);
+        // A write that is not synced leaves the batch at NORMAL, as the engine runs after one.
+        let (write, written) = insert_and_tell(false, 8, &runs);
+        let (three, three_answer) = decision(3);
+        let mut batch = vec![write, three];
+        decide_batch(&conn, None, &mut stmts, &mut failures, &mut batch, &mut insert_or_fail, ends_in_one);
+        assert_eq!(written.blocking_recv().unwrap().unwrap(), 1, "NORMAL");
+        assert_eq!(three_answer.blocking_recv().unwrap().unwrap(), 31);
+        assert_eq!(stored(&path), vec![2, 3, 7, 8]);
+    }
+
+    #[test]
+    fn a_synced_batch_commits_with_synchronous_full_and_puts_normal_back() {
+        let (_dir, path) = schema();
+        let conn = open(&path).unwrap();
+        let setting = || -> i64 { conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap() };
+        assert_eq!(setting(), 1);
+        let synced = Synced::new(&conn).unwrap();
+        assert_eq!(setting(), 2, "FULL");
+        drop(synced);
+        assert_eq!(setting(), 1);
     }
 }

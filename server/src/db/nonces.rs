@@ -1,13 +1,18 @@
 //! Replay protection for token requests, shared by every node through the database.
 
+use rusqlite::{Connection, ErrorCode, params};
+
 use super::Store;
+use super::engine::sqlite_sql;
 use crate::error::is_unique_violation;
+
+const RECORD: &str = "INSERT INTO request_nonces (device_key_id, nonce, expires_at) VALUES ($1, $2, $3)";
 
 impl Store {
     /// Records a request nonce; false when it was seen before (a replay).
     pub async fn record_nonce(&self, device_key_id: &str, nonce: &str, expires_at: i64) -> sqlx::Result<bool> {
         let _turn = self.write_turn().await;
-        let r = sqlx::query("INSERT INTO request_nonces (device_key_id, nonce, expires_at) VALUES ($1, $2, $3)")
+        let r = sqlx::query(RECORD)
             .bind(device_key_id.to_owned())
             .bind(nonce.to_owned())
             .bind(expires_at)
@@ -18,5 +23,15 @@ impl Store {
             Err(e) if is_unique_violation(&e) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// [`Store::record_nonce`] on the SQLite engine's connection (`db::engine::Engine::write`).
+pub fn record_nonce_in(conn: &Connection, device_key_id: &str, nonce: &str, expires_at: i64) -> rusqlite::Result<bool> {
+    match conn.prepare_cached(&sqlite_sql(RECORD))?.execute(params![device_key_id, nonce, expires_at]) {
+        Ok(_) => Ok(true),
+        // The primary key (device, nonce): seen before.
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => Ok(false),
+        Err(e) => Err(e),
     }
 }

@@ -1,9 +1,19 @@
 //! Outstanding passcodes (keyed hashes) and their single-use consumption.
 
+use rusqlite::{Connection, params};
 use sqlx::FromRow;
 
 use super::Store;
 use super::audit::Entry;
+use super::engine::sqlite_sql;
+use super::verify::{AUDIT_INSERT, AuditValues};
+
+/// Storing an issued passcode, in this order: `$1` the device: its wrong-PIN count reset,
+/// its unused passcodes replaced; then the new row.
+const RESET_WRONG_PINS: &str = "UPDATE devices SET wrong_pins = 0 WHERE id = $1 AND wrong_pins <> 0";
+const REPLACE_UNUSED: &str = "DELETE FROM passcodes WHERE device_id = $1 AND used = 0";
+const INSERT: &str =
+    "INSERT INTO passcodes (user_id, device_id, hash, expires_at, used, created_at) VALUES ($1, $2, $3, $4, 0, $5)";
 
 /// A stored passcode hash with its state.
 #[derive(Clone, Debug, FromRow)]
@@ -31,15 +41,9 @@ impl Store {
     pub async fn insert_passcode(&self, p: NewPasscode<'_>, audit: Entry<'_>) -> sqlx::Result<()> {
         let _turn = self.write_turn().await;
         let mut tx = self.pool().begin().await?;
-        sqlx::query("UPDATE devices SET wrong_pins = 0 WHERE id = $1 AND wrong_pins <> 0")
-            .bind(p.device_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM passcodes WHERE device_id = $1 AND used = 0")
-            .bind(p.device_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO passcodes (user_id, device_id, hash, expires_at, used, created_at) VALUES ($1, $2, $3, $4, 0, $5)")
+        sqlx::query(RESET_WRONG_PINS).bind(p.device_id).execute(&mut *tx).await?;
+        sqlx::query(REPLACE_UNUSED).bind(p.device_id).execute(&mut *tx).await?;
+        sqlx::query(INSERT)
             .bind(p.user_id)
             .bind(p.device_id)
             .bind(p.hash.to_vec())
@@ -63,6 +67,19 @@ impl Store {
         let r = sqlx::query(super::verify::CONSUME_PASSCODE).bind(passcode_id).bind(now).execute(self.pool()).await?;
         Ok(r.rows_affected() == 1)
     }
+}
+
+/// [`Store::insert_passcode`] inside a transaction of a rusqlite connection: the SQLite
+/// engine's (`db::engine::Engine::write`) and the benchmark seeder's. `audit` from
+/// [`audit_values`](super::verify::audit_values).
+pub fn insert_passcode_in(conn: &Connection, p: &NewPasscode<'_>, audit: &AuditValues) -> rusqlite::Result<()> {
+    let prepare = |sql: &str| conn.prepare_cached(&sqlite_sql(sql));
+    prepare(RESET_WRONG_PINS)?.execute(params![p.device_id])?;
+    prepare(REPLACE_UNUSED)?.execute(params![p.device_id])?;
+    prepare(INSERT)?.execute(params![p.user_id, p.device_id, p.hash, p.expires_at, p.now])?;
+    let (at, actor, kind, domain_code, username, source, detail) = audit;
+    prepare(AUDIT_INSERT)?.execute(params![at, actor, kind, domain_code, username, source, detail])?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -91,11 +91,11 @@ impl Ledger for PoolLedger<'_> {
     }
 }
 
+/// The seven values of [`AUDIT_INSERT`], owned.
+pub type AuditValues = (i64, String, String, Option<String>, Option<String>, Option<String>, String);
+
 /// The seven values of [`AUDIT_INSERT`], clipped so a peer cannot bloat the log.
-pub fn audit_values(
-    e: &Entry<'_>,
-    at: i64,
-) -> (i64, String, String, Option<String>, Option<String>, Option<String>, String) {
+pub fn audit_values(e: &Entry<'_>, at: i64) -> AuditValues {
     (
         at,
         clip(e.actor),

@@ -51,7 +51,7 @@ async fn issued(state: &AppState, domain: &DomainRow, opened: &Opened, source: I
 
     // Take the attempt before checking, so parallel guesses cannot exceed the limit.
     let limit = domain.max_pin_failures;
-    let Some(count) = store.reserve_pin_attempt(device.id, limit).await.map_err(|e| internal("PIN count failed", e))?
+    let Some(count) = state.reserve_pin_attempt(device.id, limit).await.map_err(|e| internal("PIN count failed", e))?
     else {
         return Err(locked());
     };
@@ -78,7 +78,7 @@ async fn issued(state: &AppState, domain: &DomainRow, opened: &Opened, source: I
         now,
     };
     let detail = format!("passcode issued, valid {} s", domain.passcode_lifetime_secs);
-    store.insert_passcode(new, audit("token.passcode", detail)).await.map_err(|e| internal("storing failed", e))?;
+    state.insert_passcode(new, audit("token.passcode", detail)).await.map_err(|e| internal("storing failed", e))?;
     tracing::info!(domain = %domain.code, user = username, %source, "passcode issued");
     Ok(Passcode { passcode: code.to_string(), expires_in_secs: domain.passcode_lifetime_secs as u64 })
 }

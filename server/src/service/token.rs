@@ -104,7 +104,6 @@ pub async fn check_fresh(state: &AppState, device_key_id: &str, timestamp: i64, 
         return Err(refuse(ErrorKind::BadRequest, "the request nonce is malformed"));
     }
     let fresh = state
-        .store
         .record_nonce(device_key_id, nonce, now + 2 * MAX_CLOCK_SKEW_SECS)
         .await
         .map_err(|e| internal("recording a request nonce failed", e))?;
