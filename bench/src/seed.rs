@@ -4,10 +4,12 @@
 //! `--per-row` calls the server's own functions (`Store::insert_pending_device`,
 //! `service::admin::validate`, `passcode::generate`, `PasscodeKey::hash`,
 //! `Store::insert_passcode`): one durable commit each, about 3 fsyncs per user, far too slow
-//! for a million users. The default batched mode runs the *same SQL statements* (copied
-//! from server/src/db/{devices,passcodes,audit}.rs) for `--batch` users per transaction,
-//! through rusqlite on the SQLite file (so it needs a SQLite database); the passcode and its
-//! hash still come from the server's code. A final check reads sample
+//! for a million users. The default batched mode runs the *same SQL statements* for
+//! `--batch` users per transaction, through rusqlite on the SQLite file (so it needs a
+//! SQLite database): enrolment's copied from server/src/db/{devices,audit}.rs, and for the
+//! passcode the function the server's verification engine stores an issued one with
+//! (`db::passcodes::insert_passcode_in`, with its audit entry); the passcode and its hash
+//! come from the server's code. A final check reads sample
 //! users back through `Store::user_by_name` and `Store::recent_passcodes`, the verify path.
 //!
 //! Order, in batched mode: all users are enrolled first (in name order), then the
@@ -35,7 +37,8 @@ use tessera_server::db::audit::Entry;
 use tessera_server::db::devices::NewDevice;
 use tessera_server::db::domains::DomainRow;
 use tessera_server::db::engine::sqlite_sql;
-use tessera_server::db::passcodes::NewPasscode;
+use tessera_server::db::passcodes::{NewPasscode, insert_passcode_in};
+use tessera_server::db::verify::audit_values;
 use tessera_server::domain::passcode::{self, hashes_equal};
 use tessera_server::service::admin;
 use tessera_server::state::AppState;
@@ -187,9 +190,20 @@ async fn issue_one(
     let hash = state.passcode_key.hash(user_id, &code);
     let new = NewPasscode { user_id, device_id, hash: &hash, expires_at: now + domain.passcode_lifetime_secs, now };
     let detail = format!("passcode issued, valid {} s", domain.passcode_lifetime_secs);
-    let audit = Entry { actor: "token", kind: "token.passcode", username: Some(name), detail, ..Entry::default() };
-    state.store.insert_passcode(new, audit).await?;
+    state.store.insert_passcode(new, issued_entry(domain, name, detail)).await?;
     Ok(format!("{name} {}\n", *code))
+}
+
+/// Issuance's audit entry for `name` (`service::issue`; no source address: no request).
+fn issued_entry<'a>(domain: &'a DomainRow, name: &'a str, detail: String) -> Entry<'a> {
+    Entry {
+        actor: "token",
+        kind: "token.passcode",
+        domain_code: Some(&domain.code),
+        username: Some(name),
+        detail,
+        ..Entry::default()
+    }
 }
 
 /// New passcodes for users seeded before, one `Store::insert_passcode` (issuance's own
@@ -307,16 +321,20 @@ fn issue(
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut lines = String::new();
     let now = tessera_server::now();
+    let detail = format!("passcode issued, valid {} s", domain.passcode_lifetime_secs);
     for (name, (user_id, device_id)) in users {
-        // service::issue: generate, hash, Store::insert_passcode
+        // service::issue: generate, hash, store as the engine does (AppState::insert_passcode)
         let code = passcode::generate(domain.passcode_length as u32);
         let hash = state.passcode_key.hash(*user_id, &code);
-        prepare(&tx, "DELETE FROM passcodes WHERE device_id = $1 AND used = 0")?.execute(params![device_id])?;
-        prepare(
-            &tx,
-            "INSERT INTO passcodes (user_id, device_id, hash, expires_at, used, created_at) VALUES ($1, $2, $3, $4, 0, $5)",
-        )?
-        .execute(params![user_id, device_id, &hash[..], now + domain.passcode_lifetime_secs, now])?;
+        let new = NewPasscode {
+            user_id: *user_id,
+            device_id: *device_id,
+            hash: &hash,
+            expires_at: now + domain.passcode_lifetime_secs,
+            now,
+        };
+        let audit = issued_entry(domain, name, detail.clone());
+        insert_passcode_in(&tx, &new, &audit_values(&audit, now))?;
         lines.push_str(&format!("{name} {}\n", *code));
     }
     tx.commit()?;
