@@ -47,7 +47,8 @@ impl AppState {
                 };
                 // A Reject is answered once its batch is decided, before the batch commits (db::engine).
                 let early = |d: &Decision| matches!(d, Decision::Reject(_));
-                Some(Engine::start(path, turns, decide, early)?)
+                // A batch's answers to one client leave in one send (radius::outbox).
+                Some(Engine::start(path, turns, decide, early, crate::radius::outbox::together)?)
             }
             _ => None,
         };

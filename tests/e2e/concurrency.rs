@@ -1,7 +1,9 @@
 //! Single use under concurrency and retransmission (RFC 5080).
 
 use crate::helpers::{Fixture, PIN, SECRET};
-use crate::radius_client::{Answer, Client, Ma, access_request, all_at_once, tally};
+use crate::radius_client::{
+    ACCESS_ACCEPT, ACCESS_REJECT, Answer, Client, Ma, access_request, all_at_once, tally, verify_response,
+};
 
 #[test]
 fn fifty_concurrent_requests_with_one_passcode_get_exactly_one_accept() {
@@ -24,4 +26,34 @@ fn a_retransmission_gets_the_same_answer_without_consuming_twice() {
     assert_eq!(first_bytes, again_bytes, "the cached answer is sent again");
     // A new request (new authenticator) with the same passcode is a second use.
     assert_eq!(client.auth("alice", &passcode, Ma::Valid), Answer::Reject);
+}
+
+#[test]
+fn many_requests_from_one_socket_get_one_verified_answer_each() {
+    // A proxy or VPN concentrator keeps many requests outstanding on one socket; the server
+    // sends a batch's answers to one address together (one segmented send).
+    let f = Fixture::new(&[]);
+    let passcode = f.alice.passcode(PIN);
+    let client = Client::new(f.server.radius, SECRET);
+    let requests: Vec<Vec<u8>> =
+        (0..=199u8).map(|id| access_request(id, rand::random(), "alice", &passcode, SECRET, Ma::Valid)).collect();
+    for request in &requests {
+        client.socket.send_to(request, f.server.radius).unwrap();
+    }
+    let mut answers = vec![None; requests.len()];
+    let mut buf = [0u8; 4096];
+    while answers.iter().any(Option::is_none) {
+        let n = client.socket.recv(&mut buf).expect("every request answered");
+        let id = usize::from(buf[1]);
+        assert!(answers[id].is_none(), "request {id} answered twice");
+        verify_response(&buf[..n], &requests[id], SECRET);
+        answers[id] = Some(match buf[0] {
+            ACCESS_ACCEPT => Answer::Accept,
+            ACCESS_REJECT => Answer::Reject,
+            other => panic!("unexpected RADIUS code {other}"),
+        });
+    }
+    let answers: Vec<Answer> = answers.into_iter().flatten().collect();
+    assert_eq!(tally(&answers), (1, 199), "one use of the passcode");
+    assert!(!f.server.log().contains("segmentation refused"), "answers went out in segmented sends");
 }

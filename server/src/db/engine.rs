@@ -76,9 +76,19 @@ const LOCK_POLL: Duration = Duration::from_micros(100);
 /// `busy_timeout`, which the engine's own handler replaces).
 const STARTUP_PATIENCE: Duration = Duration::from_secs(5);
 
+/// How a group of answers is sent: runs the closure, which answers each request of the group
+/// (see [`Engine::start`]).
+pub type Together = fn(&mut dyn FnMut());
+
 thread_local! {
     /// Until when the batch being decided on this thread may wait for the write lock.
     static LOCK_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// How this thread sends a group of answers; by default each as it comes.
+    static TOGETHER: Cell<Together> = const { Cell::new(one_by_one) };
+}
+
+fn one_by_one(answer: &mut dyn FnMut()) {
+    answer();
 }
 
 /// The engine connection's busy handler. SQLite's default (`busy_timeout`) sleeps 1, 2, 5,
@@ -230,8 +240,16 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
     /// passcodes if the machine went down under an earlier one, see [`runs`]) and starts the
     /// engine thread; `handler` decides one job inside the current batch's transaction. An
     /// outcome for which `early` is true is answered at once, before the batch commits; the
-    /// others after the commit. The thread ends when every handle is gone.
-    pub fn start<H>(path: &Path, turns: WriteTurns, handler: H, early: fn(&O) -> bool) -> anyhow::Result<Self>
+    /// others after the commit. Each group of answers (the early ones, those after the
+    /// commit) is given to `together` to send, so that the RADIUS listener can send a
+    /// client's answers in one go. The thread ends when every handle is gone.
+    pub fn start<H>(
+        path: &Path,
+        turns: WriteTurns,
+        handler: H,
+        early: fn(&O) -> bool,
+        together: Together,
+    ) -> anyhow::Result<Self>
     where
         H: FnMut(&mut TxLedger<'_, '_>, &J) -> anyhow::Result<O> + Send + 'static,
     {
@@ -251,6 +269,7 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         std::thread::Builder::new()
             .name("tessera-sqlite".into())
             .spawn(move || {
+                TOGETHER.set(together);
                 run(conn, &turns, failures, rx, handler, early);
                 drop(checkpoints);
             })
@@ -530,20 +549,26 @@ where
     }
     // Every request decided: the early outcomes go out together, before the commit.
     let mut after_commit = Vec::with_capacity(decided.len());
-    for (p, outcome) in requests.iter_mut().zip(decided) {
-        match outcome {
-            Some(outcome) if early(&outcome) => p.answer(Ok(Some(outcome))),
-            outcome => after_commit.push((p, outcome)),
+    let together = TOGETHER.get();
+    let mut decided = requests.iter_mut().zip(decided);
+    together(&mut || {
+        for (p, outcome) in decided.by_ref() {
+            match outcome {
+                Some(outcome) if early(&outcome) => p.answer(Ok(Some(outcome))),
+                outcome => after_commit.push((p, outcome)),
+            }
         }
-    }
+    });
     if let Err(e) = tx.commit() {
         failures.rollback();
         return Err(e.into());
     }
     failures.commit();
-    for (p, outcome) in after_commit {
-        p.answer(Ok(outcome));
-    }
+    together(&mut || {
+        for (p, outcome) in after_commit.drain(..) {
+            p.answer(Ok(outcome));
+        }
+    });
     Ok(())
 }
 
@@ -694,7 +719,7 @@ mod tests {
     /// values, and answers outcomes that end in 1 early.
     fn engine() -> (tempfile::TempDir, std::path::PathBuf, Engine<i64, i64>) {
         let (dir, path) = schema();
-        let engine = Engine::start(&path, WriteTurns::default(), insert_or_fail, ends_in_one).unwrap();
+        let engine = Engine::start(&path, WriteTurns::default(), insert_or_fail, ends_in_one, one_by_one).unwrap();
         (dir, path, engine)
     }
 
@@ -803,7 +828,7 @@ mod tests {
     #[tokio::test]
     async fn a_panic_fails_only_its_own_request_and_the_engine_goes_on() {
         let (_dir, path) = schema();
-        let engine = Engine::start(&path, WriteTurns::default(), insert_or_panic, ends_in_one).unwrap();
+        let engine = Engine::start(&path, WriteTurns::default(), insert_or_panic, ends_in_one, one_by_one).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         // Queued together, so they are likely one batch; decided again alone after the panic.
         let (a, b, c) =
@@ -874,7 +899,7 @@ mod tests {
     async fn an_engine_with_pauses_does_not_wait_for_a_writers_turn() {
         let (_dir, path) = schema();
         let turns = WriteTurns::default();
-        let engine = Engine::start(&path, turns.clone(), insert_or_fail, ends_in_one).unwrap();
+        let engine = Engine::start(&path, turns.clone(), insert_or_fail, ends_in_one, one_by_one).unwrap();
         // A writer holds its turn (somewhere between the runtime and sqlx's worker) but not
         // SQLite's lock: an engine that is not saturated decides at once.
         let _held = turns.clone().lock_owned().await;
@@ -918,7 +943,7 @@ mod tests {
             std::thread::sleep(Duration::from_micros(20));
             insert_or_fail(ledger, v)
         };
-        let engine = Engine::start(&path, store.write_turns().unwrap(), slow, ends_in_one).unwrap();
+        let engine = Engine::start(&path, store.write_turns().unwrap(), slow, ends_in_one, one_by_one).unwrap();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let feeder = std::thread::spawn({
             let (engine, stop) = (engine.clone(), stop.clone());

@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod clients;
+pub mod outbox;
 pub mod packet;
 
 use std::collections::HashMap;
@@ -75,7 +76,7 @@ impl Answer {
     fn send(self, accept: bool) {
         let bytes = if accept { self.accept } else { self.reject };
         self.cache.finish(self.src, self.frame.identifier, self.frame.authenticator, Some(bytes));
-        send(&self.sender, &bytes, self.src);
+        outbox::send(&self.sender, &bytes, self.src);
     }
 }
 
@@ -203,14 +204,14 @@ impl Radius {
     ) {
         if frame.code == STATUS_SERVER {
             // RFC 5997: a known client probing health gets Access-Accept.
-            send(&self.sender, &packet::response(ACCESS_ACCEPT, &frame, &client.secret), src);
+            outbox::send_one(&self.sender, &packet::response(ACCESS_ACCEPT, &frame, &client.secret), src);
             return;
         }
         match self.cache.check(src, frame.identifier, frame.authenticator) {
             Seen::InFlight => return,
             Seen::Answered(bytes) => {
                 tracing::debug!(client = client.name, %src, "retransmission answered from cache");
-                send(&self.sender, &bytes, src);
+                outbox::send_one(&self.sender, &bytes, src);
                 return;
             }
             Seen::New => {}
@@ -303,12 +304,4 @@ enum Checked {
     Pass,
     /// Valid, and the first from a client in `auto` mode: to be recorded.
     FirstFromClient,
-}
-
-/// Sends a datagram. UDP sends do not wait for the peer; a failure (a full send buffer) is
-/// logged and the client's retransmission gets the cached answer.
-fn send(socket: &std::net::UdpSocket, bytes: &[u8], to: SocketAddr) {
-    if let Err(e) = socket.send_to(bytes, to) {
-        tracing::warn!(%to, error = %e, "RADIUS send failed");
-    }
 }
