@@ -118,6 +118,11 @@ struct SeedArgs {
     /// issuance path's own transaction, instead of creating users
     #[arg(long, conflicts_with = "per_row")]
     reissue: bool,
+    /// With --reissue: first run the server's own prune as it runs once every passcode
+    /// issued so far has been expired for an hour, so the users start without a history of
+    /// used passcodes (a check reads up to 32 of a user's recent ones)
+    #[arg(long, requires = "reissue")]
+    prune_first: bool,
     /// Prefix of the generated usernames
     #[arg(long, default_value = "u", value_name = "PREFIX")]
     prefix: String,
@@ -184,6 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 batch: a.batch.max(1),
                 per_row: a.per_row,
                 reissue: a.reissue,
+                prune_first: a.prune_first,
                 prefix: a.prefix,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
