@@ -132,3 +132,25 @@ impl Store {
 pub fn reserve_pin_attempt_in(conn: &Connection, device_id: i64, limit: i64) -> rusqlite::Result<Option<i64>> {
     conn.prepare_cached(&sqlite_sql(RESERVE_PIN_ATTEMPT))?.query_row(params![device_id, limit], |r| r.get(0)).optional()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::test_db::{DOMAIN_AND_ALICE, migrate};
+
+    #[test]
+    fn pin_attempts_are_taken_up_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("d.db")).unwrap();
+        migrate(&conn);
+        conn.execute_batch(DOMAIN_AND_ALICE).unwrap();
+        conn.execute_batch(
+            "INSERT INTO devices (id, domain_id, device_key_id, user_id, public_key, pin_hash, created_at) \
+             VALUES (1, 1, 'k', 1, x'00', 'h', 0)",
+        )
+        .unwrap();
+        let taken: Vec<_> = (0..4).map(|_| reserve_pin_attempt_in(&conn, 1, 3).unwrap()).collect();
+        assert_eq!(taken, vec![Some(1), Some(2), Some(3), None], "locked at the limit");
+        assert_eq!(reserve_pin_attempt_in(&conn, 2, 3).unwrap(), None, "no such device");
+    }
+}

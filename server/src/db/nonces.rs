@@ -1,6 +1,7 @@
 //! Replay protection for token requests, shared by every node through the database.
 
-use rusqlite::{Connection, ErrorCode, params};
+use rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY;
+use rusqlite::{Connection, params};
 
 use super::Store;
 use super::engine::sqlite_sql;
@@ -31,7 +32,24 @@ pub fn record_nonce_in(conn: &Connection, device_key_id: &str, nonce: &str, expi
     match conn.prepare_cached(&sqlite_sql(RECORD))?.execute(params![device_key_id, nonce, expires_at]) {
         Ok(_) => Ok(true),
         // The primary key (device, nonce): seen before.
-        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => Ok(false),
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.extended_code == SQLITE_CONSTRAINT_PRIMARYKEY => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::test_db::migrate;
+
+    #[test]
+    fn a_nonce_is_fresh_once_per_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("n.db")).unwrap();
+        migrate(&conn);
+        assert!(record_nonce_in(&conn, "device-a", "nonce-1", 100).unwrap());
+        assert!(!record_nonce_in(&conn, "device-a", "nonce-1", 100).unwrap(), "a replay");
+        assert!(record_nonce_in(&conn, "device-b", "nonce-1", 100).unwrap(), "another device's");
+        assert!(record_nonce_in(&conn, "device-a", "nonce-2", 100).unwrap());
     }
 }
