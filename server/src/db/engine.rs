@@ -198,7 +198,8 @@ impl<J, O> Pending<J, O> {
         // A panicking reply loses its own answer only; the engine thread goes on.
         let panicked = match &mut self.work {
             Work::Decide { job, reply } => {
-                let (Some(reply), Some(answer)) = (reply.take(), outcome.transpose()) else { return };
+                let Some(reply) = reply.take() else { return };
+                let answer = outcome.and_then(|o| o.ok_or_else(|| EngineError::Failed("bug: no decision".into())));
                 std::panic::catch_unwind(AssertUnwindSafe(|| reply(job, answer))).is_err()
             }
             Work::Write { done, .. } => {
