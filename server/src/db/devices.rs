@@ -136,13 +136,11 @@ pub fn reserve_pin_attempt_in(conn: &Connection, device_id: i64, limit: i64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::test_db::{DOMAIN_AND_ALICE, migrate};
+    use crate::db::test_db::{DOMAIN_AND_ALICE, migrated};
 
     #[test]
     fn pin_attempts_are_taken_up_to_the_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = Connection::open(dir.path().join("d.db")).unwrap();
-        migrate(&conn);
+        let (_dir, conn) = migrated();
         conn.execute_batch(DOMAIN_AND_ALICE).unwrap();
         conn.execute_batch(
             "INSERT INTO devices (id, domain_id, device_key_id, user_id, public_key, pin_hash, created_at) \

@@ -294,6 +294,14 @@ pub(crate) mod test_db {
             conn.execute_batch(migration.sql.as_ref()).unwrap();
         }
     }
+
+    /// A migrated database file in a temporary directory, removed with it.
+    pub fn migrated() -> (tempfile::TempDir, rusqlite::Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        migrate(&conn);
+        (dir, conn)
+    }
 }
 
 #[cfg(test)]

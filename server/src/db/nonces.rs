@@ -40,13 +40,11 @@ pub fn record_nonce_in(conn: &Connection, device_key_id: &str, nonce: &str, expi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::test_db::migrate;
+    use crate::db::test_db::migrated;
 
     #[test]
     fn a_nonce_is_fresh_once_per_device() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = Connection::open(dir.path().join("n.db")).unwrap();
-        migrate(&conn);
+        let (_dir, conn) = migrated();
         assert!(record_nonce_in(&conn, "device-a", "nonce-1", 100).unwrap());
         assert!(!record_nonce_in(&conn, "device-a", "nonce-1", 100).unwrap(), "a replay");
         assert!(record_nonce_in(&conn, "device-b", "nonce-1", 100).unwrap(), "another device's");
