@@ -85,7 +85,9 @@ impl DevicePublicKey {
     pub fn from_der(der: &[u8]) -> Result<Self, DeviceKeyError> {
         use rsa::traits::PublicKeyParts;
         let key = RsaPublicKey::from_public_key_der(der).map_err(|_| DeviceKeyError::BadPublicKey)?;
-        if key.size() * 8 != crate::DEVICE_KEY_BITS {
+        // The modulus's own length: `size()` is in whole bytes, which let a modulus a few
+        // bits short through.
+        if key.n().bits() as usize != crate::DEVICE_KEY_BITS {
             return Err(DeviceKeyError::BadPublicKey);
         }
         let canonical = key.to_public_key_der().map_err(|_| DeviceKeyError::BadPublicKey)?;
@@ -187,6 +189,11 @@ mod tests {
         assert!(DevicePublicKey::from_der(b"not a key").is_err());
         let small = RsaPrivateKey::new(&mut rand::rng(), 1024).unwrap();
         let der = RsaPublicKey::from(&small).to_public_key_der().unwrap();
+        assert!(DevicePublicKey::from_der(der.as_bytes()).is_err());
+        // As many bytes as the protocol's size, two bits short.
+        let short = RsaPrivateKey::new(&mut rand::rng(), crate::DEVICE_KEY_BITS - 2).unwrap();
+        let der = RsaPublicKey::from(&short).to_public_key_der().unwrap();
+        assert_eq!(rsa::traits::PublicKeyParts::size(&RsaPublicKey::from(&short)) * 8, crate::DEVICE_KEY_BITS);
         assert!(DevicePublicKey::from_der(der.as_bytes()).is_err());
     }
 
