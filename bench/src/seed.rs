@@ -369,7 +369,7 @@ async fn check(state: &AppState, domain: &DomainRow, o: &Options) -> anyhow::Res
         let user = state.store.user_by_name(domain.id, name).await?.context("seeded user missing")?;
         let hash = state.passcode_key.hash(user.id, code);
         let rows = state.store.recent_passcodes(user.id).await?;
-        let live = rows.iter().any(|r| r.used == 0 && hashes_equal(&r.hash, &hash) && r.device_disabled == 0);
+        let live = rows.iter().any(|r| r.used == 0 && hashes_equal(&r.hash, &hash) && r.device_disabled == Some(0));
         anyhow::ensure!(live, "seeded passcode of {name} does not verify");
     }
     Ok(())

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::console_support::Console;
 use crate::helpers::{DOMAIN, Fixture, PIN, RadclientAnswer, Token, eventually, radclient};
 use crate::radius_client::{Answer, Client, Ma};
 
@@ -79,6 +80,29 @@ fn a_disabled_user_is_rejected_until_enabled_again() {
     f.server.cli_ok(&["user", "disable", "alice", "--domain", DOMAIN]);
     assert_eq!(client.auth("alice", &passcode, Ma::Valid), Answer::Reject);
     f.server.cli_ok(&["user", "enable", "alice", "--domain", DOMAIN]);
+    assert_eq!(client.auth("alice", &passcode, Ma::Valid), Answer::Accept);
+}
+
+#[test]
+fn a_disabled_devices_passcode_is_rejected_until_the_device_is_enabled_again() {
+    let f = Fixture::new(&[]);
+    let client = Client::new(f.server.radius, crate::helpers::SECRET);
+    let console = Console::signed_in(&f.server);
+    let page = console.get(&format!("/users?domain={DOMAIN}")).body;
+    let (_, after) = page.split_once("action=\"/devices/").expect("alice's device on the users page");
+    let id = after.split('"').next().unwrap().to_owned();
+    let change = |action: &str| {
+        let form = [("csrf", console.csrf()), ("domain", DOMAIN.to_owned()), ("action", action.to_owned())];
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(console.post(&format!("/devices/{id}"), &form).status, 303, "{action} the device");
+    };
+    let passcode = f.alice.passcode(PIN);
+    // A wrong passcode matches nothing and reads no device: still a plain wrong passcode.
+    assert_eq!(client.auth("alice", "000000", Ma::Valid), Answer::Reject);
+    change("disable");
+    assert_eq!(client.auth("alice", &passcode, Ma::Valid), Answer::Reject);
+    assert!(f.server.log().contains("device disabled"), "rejected for the device, not the passcode");
+    change("enable");
     assert_eq!(client.auth("alice", &passcode, Ma::Valid), Answer::Accept);
 }
 

@@ -46,7 +46,10 @@ use super::audit::Entry;
 use super::failures::{self, Failures};
 use super::passcodes::PasscodeRow;
 use super::runs::{self, Run};
-use super::verify::{AUDIT_INSERT, CONSUME_PASSCODE, ENGINE_USER_FACTS, RECENT_PASSCODES, audit_values, user_facts};
+use super::verify::{
+    AUDIT_INSERT, CONSUME_PASSCODE, DEVICE_DISABLED, ENGINE_RECENT_PASSCODES, ENGINE_USER_FACTS, audit_values,
+    user_facts,
+};
 use crate::service::verify::{Ledger, UserFacts};
 
 /// Requests waiting for the engine; beyond this, new ones are refused at once.
@@ -629,6 +632,7 @@ pub fn sqlite_sql(sql: &str) -> String {
 struct Prepared<'c> {
     user_facts: Statement<'c>,
     recent_passcodes: Statement<'c>,
+    device_disabled: Statement<'c>,
     consume: Statement<'c>,
     append_failure: Statement<'c>,
     failures_after: Statement<'c>,
@@ -640,7 +644,8 @@ impl<'c> Prepared<'c> {
         let prepare = |sql: &str| conn.prepare(&sqlite_sql(sql));
         Ok(Self {
             user_facts: prepare(ENGINE_USER_FACTS)?,
-            recent_passcodes: prepare(RECENT_PASSCODES)?,
+            recent_passcodes: prepare(ENGINE_RECENT_PASSCODES)?,
+            device_disabled: prepare(DEVICE_DISABLED)?,
             consume: prepare(CONSUME_PASSCODE)?,
             append_failure: conn.prepare(failures::APPEND)?,
             failures_after: conn.prepare(failures::ROWS_AFTER)?,
@@ -670,10 +675,18 @@ impl Ledger for TxLedger<'_, '_> {
                 hash: r.get(1)?,
                 expires_at: r.get(2)?,
                 used: r.get(3)?,
-                device_disabled: r.get(4)?,
+                device_id: r.get(4)?,
+                device_disabled: None,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn device_disabled(&mut self, device_id: i64) -> anyhow::Result<bool> {
+        let disabled: Option<i64> =
+            self.stmts.device_disabled.query_row(params![device_id], |r| r.get(0)).optional()?;
+        // A device removed since: as good as disabled.
+        Ok(disabled.is_none_or(|d| d != 0))
     }
 
     async fn consume(&mut self, passcode_id: i64, now: i64) -> anyhow::Result<bool> {

@@ -22,7 +22,10 @@ pub struct PasscodeRow {
     pub hash: Vec<u8>,
     pub expires_at: i64,
     pub used: i64,
-    pub device_disabled: i64,
+    pub device_id: i64,
+    /// The device's `disabled` flag where the query joined it (the pool's); `None` from the
+    /// SQLite engine, which reads it only for a passcode that matched (`Ledger::device_disabled`).
+    pub device_disabled: Option<i64>,
 }
 
 /// A passcode to store: its keyed hash, whose it is, until when.

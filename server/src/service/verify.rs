@@ -67,6 +67,8 @@ pub(crate) trait Ledger {
     async fn user(&mut self, domain_id: i64, username: &str, now: i64) -> anyhow::Result<Option<UserFacts>>;
     /// The user's recent passcodes (live, used, recently expired), newest first.
     async fn recent_passcodes(&mut self, user_id: i64) -> anyhow::Result<Vec<PasscodeRow>>;
+    /// Whether the device is disabled (or gone), for a row without its flag.
+    async fn device_disabled(&mut self, device_id: i64) -> anyhow::Result<bool>;
     /// Marks a passcode used if it is unused and unexpired; true for exactly one caller.
     async fn consume(&mut self, passcode_id: i64, now: i64) -> anyhow::Result<bool>;
     async fn clear_failures(&mut self, user_id: i64) -> anyhow::Result<()>;
@@ -216,19 +218,26 @@ async fn check<L: Ledger>(
     now: i64,
 ) -> anyhow::Result<Decision> {
     let hash = key.hash(user_id, passcode);
-    // Compare against every recent passcode in constant time, then act on the match.
+    // Compare against every recent passcode in constant time, then act on the matches.
     // Passcodes are short, so a fresh one can equal one of the user's earlier ones (about 31
     // in a million with six digits): a live match wins, whatever else matches; without one,
-    // the newest match says why the passcode is refused.
+    // the newest match says why the passcode is refused. Only a match that is unused and
+    // unexpired needs its device's flag (a wrong passcode reads no device).
+    let mut matches = ledger.recent_passcodes(user_id).await?;
+    matches.retain(|row| hashes_equal(&row.hash, &hash));
     let (mut live, mut newest) = (None, None);
-    for row in ledger.recent_passcodes(user_id).await? {
-        if hashes_equal(&row.hash, &hash) {
-            if row.used == 0 && row.expires_at > now && row.device_disabled == 0 {
+    for row in matches {
+        if row.used == 0 && row.expires_at > now {
+            let disabled = match row.device_disabled {
+                Some(flag) => flag != 0,
+                None => ledger.device_disabled(row.device_id).await?,
+            };
+            if !disabled {
                 live = live.or(Some(row.id));
-            } else {
-                newest = newest.or(Some(row));
+                continue;
             }
         }
+        newest = newest.or(Some(row));
     }
     if let Some(id) = live {
         return if ledger.consume(id, now).await? {
@@ -255,10 +264,14 @@ async fn check<L: Ledger>(
 mod tests {
     use super::*;
 
-    /// A user's recent passcodes in memory, newest first, and what was consumed.
+    /// A user's recent passcodes in memory, newest first, the disabled devices, and what was
+    /// consumed and which devices were read.
+    #[derive(Default)]
     struct Rows {
         rows: Vec<PasscodeRow>,
+        disabled_devices: Vec<i64>,
         consumed: Vec<i64>,
+        devices_read: Vec<i64>,
     }
 
     impl Ledger for Rows {
@@ -267,6 +280,10 @@ mod tests {
         }
         async fn recent_passcodes(&mut self, _: i64) -> anyhow::Result<Vec<PasscodeRow>> {
             Ok(self.rows.clone())
+        }
+        async fn device_disabled(&mut self, device_id: i64) -> anyhow::Result<bool> {
+            self.devices_read.push(device_id);
+            Ok(self.disabled_devices.contains(&device_id))
         }
         async fn consume(&mut self, passcode_id: i64, _: i64) -> anyhow::Result<bool> {
             let row = self.rows.iter_mut().find(|r| r.id == passcode_id && r.used == 0);
@@ -286,14 +303,20 @@ mod tests {
     const NOW: i64 = 1_000_000;
     const USER: i64 = 7;
 
+    /// A row as the SQLite engine reads it (no device flag), from device `10 × id`.
     fn row(key: &PasscodeKey, id: i64, code: &str, used: i64, expires_at: i64) -> PasscodeRow {
-        PasscodeRow { id, hash: key.hash(USER, code).to_vec(), expires_at, used, device_disabled: 0 }
+        let hash = key.hash(USER, code).to_vec();
+        PasscodeRow { id, hash, expires_at, used, device_id: 10 * id, device_disabled: None }
     }
 
     async fn decide(rows: Vec<PasscodeRow>, key: &PasscodeKey, code: &str) -> (Decision, Vec<i64>) {
-        let mut ledger = Rows { rows, consumed: Vec::new() };
-        let decision = check(&mut ledger, key, USER, code, NOW).await.unwrap();
+        let (decision, ledger) = decide_with(Rows { rows, ..Rows::default() }, key, code).await;
         (decision, ledger.consumed)
+    }
+
+    async fn decide_with(mut ledger: Rows, key: &PasscodeKey, code: &str) -> (Decision, Rows) {
+        let decision = check(&mut ledger, key, USER, code, NOW).await.unwrap();
+        (decision, ledger)
     }
 
     #[tokio::test]
@@ -323,8 +346,41 @@ mod tests {
         let (decision, consumed) = decide(vec![voided], &key, "123456").await;
         assert_eq!(decision, Decision::Reject("passcode voided: the machine went down while the server was running"));
         assert!(consumed.is_empty());
-        let mut disabled = row(&key, 1, "123456", 0, NOW + 60);
-        disabled.device_disabled = 1;
-        assert_eq!(decide(vec![disabled], &key, "123456").await, (Decision::Reject("device disabled"), vec![]));
+        let rows = vec![row(&key, 1, "123456", 0, NOW + 60)];
+        let ledger = Rows { rows, disabled_devices: vec![10], ..Rows::default() };
+        assert_eq!(decide_with(ledger, &key, "123456").await.0, Decision::Reject("device disabled"));
+    }
+
+    #[tokio::test]
+    async fn only_a_live_match_reads_its_device() {
+        let key = PasscodeKey::new(vec![9; 32]);
+        let rows = vec![
+            row(&key, 4, "123456", 0, NOW + 60),
+            row(&key, 3, "111111", 0, NOW + 60),
+            row(&key, 2, "222222", 1, NOW + 60),
+            row(&key, 1, "333333", 0, NOW - 1),
+        ];
+        let look = async |code: &str, disabled_devices: Vec<i64>| {
+            let ledger = Rows { rows: rows.clone(), disabled_devices, ..Rows::default() };
+            let (decision, ledger) = decide_with(ledger, &key, code).await;
+            (decision, ledger.devices_read)
+        };
+        // A wrong passcode, a used one and an expired one read no device.
+        assert_eq!(look("999999", vec![]).await, (Decision::Reject(WRONG_PASSCODE), vec![]));
+        assert_eq!(look("222222", vec![]).await, (Decision::Reject("passcode already used"), vec![]));
+        assert_eq!(look("333333", vec![]).await, (Decision::Reject("passcode expired"), vec![]));
+        // A live match reads its own device only.
+        assert_eq!(look("111111", vec![]).await, (Decision::Accept, vec![30]));
+        assert_eq!(look("111111", vec![30]).await, (Decision::Reject("device disabled"), vec![30]));
+        // A live match on a disabled device gives way to an older live one on another device.
+        let rows = vec![row(&key, 2, "123456", 0, NOW + 60), row(&key, 1, "123456", 0, NOW + 60)];
+        let ledger = Rows { rows, disabled_devices: vec![20], ..Rows::default() };
+        let (decision, ledger) = decide_with(ledger, &key, "123456").await;
+        assert_eq!((decision, ledger.consumed, ledger.devices_read), (Decision::Accept, vec![1], vec![20, 10]));
+        // Rows that carry their device's flag (the pool's join) are not read again.
+        let mut joined = row(&key, 1, "123456", 0, NOW + 60);
+        joined.device_disabled = Some(1);
+        let (decision, ledger) = decide_with(Rows { rows: vec![joined], ..Rows::default() }, &key, "123456").await;
+        assert_eq!((decision, ledger.devices_read), (Decision::Reject("device disabled"), vec![]));
     }
 }
