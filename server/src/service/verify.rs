@@ -233,8 +233,9 @@ async fn check<L: Ledger>(
                 None => ledger.device_disabled(row.device_id).await?,
             };
             if !disabled {
-                live = live.or(Some(row.id));
-                continue;
+                // The newest live match; nothing older matters then.
+                live = Some(row.id);
+                break;
             }
         }
         newest = newest.or(Some(row));
