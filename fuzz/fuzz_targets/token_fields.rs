@@ -214,15 +214,16 @@ impl Spki {
         };
         let unused_bits = self.unused_bits.unwrap_or(0);
         let der = spki(&self.alg, &n, &e, self.zero_padded, unused_bits);
-        // What rsa accepts (odd n; odd e in 2..2^33), the protocol's key size on top, and
-        // only the token's algorithm identifier (rsaEncryption with NULL parameters): rsa
-        // also takes id-RSASSA-PSS without parameters, which from_der refuses.
+        // What rsa accepts (odd n; odd e in 2..2^33), the protocol's key size on top (the
+        // modulus's bit length: its first byte's top bit set), and only the token's
+        // algorithm identifier (rsaEncryption with NULL parameters): rsa also takes
+        // id-RSASSA-PSS without parameters, which from_der refuses.
         let alg_ok = match &self.alg {
             Alg::RsaEncryption => true,
             Alg::Pss | Alg::Oid(_) | Alg::RsaEncryptionNoParams | Alg::PssNull => false,
         };
         let (n, e) = (minimal(&n), minimal(&e));
-        let n_ok = n.len() == KEY_BYTES && n[KEY_BYTES - 1] & 1 == 1;
+        let n_ok = n.len() == KEY_BYTES && n[0] & 0x80 != 0 && n[KEY_BYTES - 1] & 1 == 1;
         let e_value = (e.len() <= 8).then(|| e.iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b)));
         let e_ok = e_value.is_some_and(|v| (2..1 << 33).contains(&v) && v & 1 == 1);
         let expected = alg_ok && !self.zero_padded && unused_bits == 0 && n_ok && e_ok;
@@ -572,7 +573,7 @@ fn check_key(der: &[u8], accepted: bool, expected: Option<bool>) {
     }
     if accepted {
         let public = RsaPublicKey::from_public_key_der(der).expect("from_der accepted it");
-        assert_eq!(public.size(), KEY_BYTES);
+        assert_eq!(public.n().bits() as usize, tessera_protocol::DEVICE_KEY_BITS);
         // One encoding of a key is accepted, the token's, so one key has one device id.
         let canonical = public.to_public_key_der().unwrap();
         assert!(der == canonical.as_bytes(), "another encoding accepted: {der:02x?}");
