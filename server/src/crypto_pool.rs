@@ -15,7 +15,9 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -43,10 +45,20 @@ impl Queue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The next job, or `None` once the pool is closed and drained.
-    fn next(&self) -> Option<Job> {
+    /// The next job, or `None` once the pool is closed and drained. A thread that gives way
+    /// to `load` takes no job while the RADIUS path is busy.
+    fn next(&self, give_way_to: Option<&RadiusLoad>) -> Option<Job> {
         let mut state = self.lock();
         loop {
+            if !state.closed && give_way_to.is_some_and(RadiusLoad::busy) {
+                // A job's notification may have woken this thread: pass it on to one that
+                // takes jobs, then look again a little later.
+                if !state.jobs.is_empty() {
+                    self.ready.notify_one();
+                }
+                state = self.ready.wait_timeout(state, GIVE_WAY_POLL).unwrap_or_else(|p| p.into_inner()).0;
+                continue;
+            }
             if let Some(job) = state.jobs.pop_front() {
                 return Some(job);
             }
@@ -62,12 +74,20 @@ impl CryptoPool {
     /// Starts `threads` threads named `name`, each under the lowest CPU priority
     /// ([`lower_priority`]).
     pub fn start(name: &str, threads: usize) -> std::io::Result<Self> {
+        Self::start_giving_way(name, threads, None)
+    }
+
+    /// As [`start`](Self::start); with `load`, one of the threads (when there are several)
+    /// takes no job while the RADIUS path is busy ([`RadiusLoad`]), leaving it a core.
+    pub fn start_giving_way(name: &str, threads: usize, load: Option<Arc<RadiusLoad>>) -> std::io::Result<Self> {
         let queue = Arc::new(Queue::default());
-        for _ in 0..threads.max(1) {
+        let threads = threads.max(1);
+        for i in 0..threads {
             let queue = queue.clone();
+            let gives_way = load.clone().filter(|_| threads > 1 && i == threads - 1);
             std::thread::Builder::new().name(name.into()).spawn(move || {
                 lower_priority();
-                while let Some(job) = queue.next() {
+                while let Some(job) = queue.next(gives_way.as_deref()) {
                     // A panicking job loses its own answer (its caller gets an error), not the thread.
                     let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
                 }
@@ -95,6 +115,72 @@ impl Drop for CryptoPool {
     fn drop(&mut self) {
         self.queue.lock().closed = true;
         self.queue.ready.notify_all();
+    }
+}
+
+/// How often a thread that gives way looks again whether the RADIUS path is still busy.
+const GIVE_WAY_POLL: Duration = Duration::from_millis(5);
+/// The RADIUS path is busy from this many requests in one window (1,000 a second)...
+const BUSY_REQUESTS: u32 = 100;
+const WINDOW_MS: u64 = 100;
+/// ...until this long after the last such window.
+const BUSY_HOLD_MS: u64 = 1000;
+
+/// How busy the RADIUS path is, so that the argon2id threads leave it a core.
+///
+/// argon2id runs under `SCHED_IDLE`, so RADIUS always gets the CPU first, yet on 2 cores
+/// RADIUS p99 at 16 in flight still doubled while argon2id ran on both: each verify streams
+/// through 19 MiB and takes the caches with it, and a core must be taken back from it each
+/// time a RADIUS thread wakes. With one argon2id thread giving way while RADIUS is busy, the
+/// p99 under full issuance rose 1.34-1.87x instead of 2.05-2.97x (4 alternated pairs,
+/// BENCHMARKS.md), at the cost of issuance while RADIUS is busy (48-59 instead of 55-71
+/// passcodes a second in those runs). With RADIUS quiet, issuance has every core.
+#[derive(Debug)]
+pub struct RadiusLoad {
+    base: Instant,
+    window_start_ms: AtomicU64,
+    in_window: AtomicU32,
+    busy_until_ms: AtomicU64,
+}
+
+impl Default for RadiusLoad {
+    fn default() -> Self {
+        Self {
+            base: Instant::now(),
+            window_start_ms: AtomicU64::new(0),
+            in_window: AtomicU32::new(0),
+            busy_until_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RadiusLoad {
+    /// Counts one Access-Request handed to verification.
+    pub fn request(&self) {
+        self.request_at(self.now_ms());
+    }
+
+    /// Whether [`BUSY_REQUESTS`] came within one window in the last [`BUSY_HOLD_MS`].
+    pub fn busy(&self) -> bool {
+        self.busy_at(self.now_ms())
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn request_at(&self, now: u64) {
+        // One RADIUS thread counts; should two ever race here, a window is miscounted by one.
+        if now >= self.window_start_ms.load(Ordering::Relaxed) + WINDOW_MS {
+            self.window_start_ms.store(now, Ordering::Relaxed);
+            self.in_window.store(1, Ordering::Relaxed);
+        } else if self.in_window.fetch_add(1, Ordering::Relaxed) + 1 == BUSY_REQUESTS {
+            self.busy_until_ms.store(now + BUSY_HOLD_MS, Ordering::Relaxed);
+        }
+    }
+
+    fn busy_at(&self, now: u64) -> bool {
+        now < self.busy_until_ms.load(Ordering::Relaxed)
     }
 }
 
@@ -218,5 +304,59 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the pool's threads did not end");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn the_radius_path_is_busy_from_a_thousand_requests_a_second_until_a_second_after() {
+        let load = RadiusLoad::default();
+        // 99 in one window: not busy.
+        for t in 0..99 {
+            load.request_at(t);
+        }
+        assert!(!load.busy_at(99));
+        // A new window: 100 within 100 ms make it busy, for a second after the 100th.
+        for t in 0..100 {
+            load.request_at(200 + t / 2);
+        }
+        assert!(load.busy_at(250));
+        assert!(load.busy_at(1248));
+        assert!(!load.busy_at(1250));
+    }
+
+    /// Most jobs of `pool` seen running at once, of `jobs` jobs of 50 ms each.
+    async fn most_at_once(pool: &Arc<CryptoPool>, jobs: usize) -> usize {
+        use std::sync::atomic::AtomicUsize;
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..jobs {
+            let (pool, now, most) = (pool.clone(), now.clone(), most.clone());
+            set.spawn(async move {
+                pool.run(move || {
+                    most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(50));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                })
+                .await
+                .unwrap()
+            });
+        }
+        set.join_all().await;
+        most.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn one_thread_gives_way_while_the_radius_path_is_busy() {
+        let load = Arc::new(RadiusLoad::default());
+        let pool = Arc::new(CryptoPool::start_giving_way("test-give-way", 2, Some(load.clone())).unwrap());
+        assert_eq!(most_at_once(&pool, 6).await, 2, "both threads while RADIUS is quiet");
+        load.busy_until_ms.store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(most_at_once(&pool, 6).await, 1, "one thread while it is busy");
+        load.busy_until_ms.store(0, Ordering::Relaxed);
+        assert_eq!(most_at_once(&pool, 6).await, 2, "both again after");
+        // A pool of one thread never gives way.
+        let single = Arc::new(CryptoPool::start_giving_way("test-give-way", 1, Some(load.clone())).unwrap());
+        load.busy_until_ms.store(u64::MAX, Ordering::Relaxed);
+        let done = tokio::time::timeout(Duration::from_secs(5), most_at_once(&single, 2));
+        assert_eq!(done.await.expect("a lone thread must keep taking jobs"), 1);
     }
 }

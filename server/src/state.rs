@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::crypto_pool::CryptoPool;
+use crate::crypto_pool::{CryptoPool, RadiusLoad};
 use crate::db::Store;
 use crate::db::audit::Entry;
 use crate::db::engine::{Engine, TxLedger};
@@ -25,8 +25,11 @@ pub struct AppState {
     pub crypto: Arc<CryptoPool>,
     /// Threads for argon2id hashes and verifies (19 MiB and ~15 ms of one core each), one per
     /// core: more only time-slice the same cores and evict each other's memory from the cache
-    /// (4 threads on 2 cores verify 7–10 % fewer PINs a second than 2, BENCHMARKS.md).
+    /// (4 threads on 2 cores verify 7–10 % fewer PINs a second than 2, BENCHMARKS.md). One
+    /// of them gives way while the RADIUS path is busy (`radius_load`).
     pub argon2: Arc<CryptoPool>,
+    /// Access-Requests lately, counted by the RADIUS listener.
+    pub radius_load: Arc<RadiusLoad>,
     /// Registrations per source address (each costs an argon2 hash).
     pub registration_limiter: Arc<RateLimiter>,
     /// On a SQLite file, the engine that decides RADIUS requests with group commit; none on
@@ -39,6 +42,7 @@ impl AppState {
         let secret = store.secret(PASSCODE_SECRET).await?;
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let passcode_key = PasscodeKey::new(secret);
+        let radius_load = Arc::new(RadiusLoad::default());
         let engine = match (store.sqlite_file(), store.write_turns()) {
             (Some(path), Some(turns)) => {
                 let key = passcode_key.clone();
@@ -57,7 +61,8 @@ impl AppState {
             engine,
             passcode_key,
             crypto: Arc::new(CryptoPool::start("tessera-crypto", workers * 2)?),
-            argon2: Arc::new(CryptoPool::start("tessera-argon2", workers)?),
+            argon2: Arc::new(CryptoPool::start_giving_way("tessera-argon2", workers, Some(radius_load.clone()))?),
+            radius_load,
             registration_limiter: Arc::new(RateLimiter::new(20, std::time::Duration::from_secs(3))),
         })
     }

@@ -242,6 +242,8 @@ impl Radius {
             username,
             passcode: zeroize::Zeroizing::new(passcode),
         };
+        // The argon2id threads leave a core to a busy RADIUS path (crypto_pool::RadiusLoad).
+        self.state.radius_load.request();
         // Bounded: a client gets a Reject in time rather than no answer at all.
         verify(&self.state, request, Instant::now() + VERIFY_TIMEOUT, move |_, decision| {
             let accept = match decision {
