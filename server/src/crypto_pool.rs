@@ -45,8 +45,8 @@ impl Queue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The next job, or `None` once the pool is closed and drained. A thread that gives way
-    /// to `load` takes no job while the RADIUS path is busy.
+    /// The next job, or `None` once the pool is closed and drained. With `give_way_to`, no
+    /// job while the RADIUS path is busy.
     fn next(&self, give_way_to: Option<&RadiusLoad>) -> Option<Job> {
         let mut state = self.lock();
         loop {
