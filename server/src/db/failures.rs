@@ -280,6 +280,35 @@ mod tests {
         assert_eq!(left, 1);
     }
 
+    #[tokio::test]
+    async fn a_reset_on_a_sqlite_file_appends_its_marker_and_leaves_the_rows_to_the_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let store = super::super::Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(DOMAIN_AND_ALICE).unwrap();
+        let mut f = Failures::load(&conn, 100).unwrap();
+        let mut rows_after = conn.prepare(ROWS_AFTER).unwrap();
+        for at in [90, 95] {
+            append(&conn, 1, at, 0).unwrap();
+        }
+        f.read_new(&mut rows_after).unwrap();
+        assert_eq!(f.count(1, 0), 2);
+        // The administrator's unlock, from another connection (the CLI or the console).
+        store.clear_passcode_failures(1).await.unwrap();
+        let rows: Vec<(i64, i64)> = conn
+            .prepare("SELECT at, cleared FROM passcode_failures ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(rows.iter().map(|r| r.1).collect::<Vec<_>>(), vec![0, 0, 1], "the rows stay, the marker follows");
+        f.read_new(&mut rows_after).unwrap();
+        assert_eq!(f.count(1, 0), 0, "the engine's count is reset");
+        assert_eq!(store.passcode_failures_since(1, 0).await.unwrap(), 0, "and so is the SQL count");
+    }
+
     #[test]
     fn a_user_keeps_at_most_the_highest_limit_of_times() {
         let mut times = Vec::new();
