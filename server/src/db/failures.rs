@@ -256,13 +256,19 @@ mod tests {
         assert_eq!(f.count(1, 0), 0);
     }
 
-    #[tokio::test]
-    async fn pruning_deletes_the_logs_front_older_than_every_window() {
+    /// A store on a fresh SQLite file holding alice, and a connection of its own to it.
+    async fn store_with_alice() -> (tempfile::TempDir, super::super::Store, Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p.db");
+        let path = dir.path().join("f.db");
         let store = super::super::Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(DOMAIN_AND_ALICE).unwrap();
+        (dir, store, conn)
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_the_logs_front_older_than_every_window() {
+        let (_dir, store, conn) = store_with_alice().await;
         let now = 10_000;
         // Old rows, a reset, then the first row inside the window; after it one stamped
         // early (a clock step) stays, as everything after the first recent row does.
@@ -282,11 +288,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reset_on_a_sqlite_file_appends_its_marker_and_leaves_the_rows_to_the_prune() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.db");
-        let store = super::super::Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(DOMAIN_AND_ALICE).unwrap();
+        let (_dir, store, conn) = store_with_alice().await;
         let mut f = Failures::load(&conn, 100).unwrap();
         let mut rows_after = conn.prepare(ROWS_AFTER).unwrap();
         for at in [90, 95] {
