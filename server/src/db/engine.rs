@@ -47,7 +47,7 @@ use super::failures::{self, Failures};
 use super::passcodes::PasscodeRow;
 use super::runs::{self, Run};
 use super::verify::{
-    AUDIT_INSERT, CONSUME_PASSCODE, DEVICE_DISABLED, ENGINE_RECENT_PASSCODES, ENGINE_USER_FACTS, audit_values,
+    AUDIT_INSERT, CONSUME_PASSCODE, ENGINE_DEVICE_DISABLED, ENGINE_RECENT_PASSCODES, ENGINE_USER_FACTS, audit_values,
     user_facts,
 };
 use crate::service::verify::{Ledger, UserFacts};
@@ -645,7 +645,7 @@ impl<'c> Prepared<'c> {
         Ok(Self {
             user_facts: prepare(ENGINE_USER_FACTS)?,
             recent_passcodes: prepare(ENGINE_RECENT_PASSCODES)?,
-            device_disabled: prepare(DEVICE_DISABLED)?,
+            device_disabled: prepare(ENGINE_DEVICE_DISABLED)?,
             consume: prepare(CONSUME_PASSCODE)?,
             append_failure: conn.prepare(failures::APPEND)?,
             failures_after: conn.prepare(failures::ROWS_AFTER)?,
@@ -683,10 +683,7 @@ impl Ledger for TxLedger<'_, '_> {
     }
 
     async fn device_disabled(&mut self, device_id: i64) -> anyhow::Result<bool> {
-        let disabled: Option<i64> =
-            self.stmts.device_disabled.query_row(params![device_id], |r| r.get(0)).optional()?;
-        // A device removed since: as good as disabled.
-        Ok(disabled.is_none_or(|d| d != 0))
+        Ok(self.stmts.device_disabled.exists(params![device_id])?)
     }
 
     async fn consume(&mut self, passcode_id: i64, now: i64) -> anyhow::Result<bool> {
@@ -795,6 +792,44 @@ mod tests {
         let conn = Connection::open(path).unwrap();
         let mut stmt = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
         stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    /// The engine reads a device's flag from the index of disabled devices (migration 0008),
+    /// not from the devices table: a device disabled, then enabled again, by another
+    /// connection reads as such.
+    #[test]
+    fn a_device_reads_as_disabled_while_its_flag_is_set_by_another_connection() {
+        let (_dir, path) = schema();
+        let admin = Connection::open(&path).unwrap();
+        admin
+            .execute_batch(
+                "INSERT INTO domains (id, code, name, device_name, passcode_lifetime_secs, pin_min_length, passcode_length, \
+                   max_pin_failures, registration_ttl_secs, public_key, private_key, created_at) \
+                   VALUES (1, '127000000001', 'D', 'd', 60, 4, 6, 3, 600, x'00', x'00', 0); \
+                 INSERT INTO users (id, domain_id, username, created_at) VALUES (1, 1, 'alice', 0); \
+                 INSERT INTO devices (id, domain_id, device_key_id, user_id, public_key, pin_hash, created_at) \
+                   VALUES (7, 1, 'k7', 1, x'00', 'h', 0), (8, 1, 'k8', 1, x'00', 'h', 0)",
+            )
+            .unwrap();
+        let mut flag = |ledger: &mut TxLedger<'_, '_>, device: &i64| -> anyhow::Result<i64> {
+            let read = std::pin::pin!(ledger.device_disabled(*device));
+            match read.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+                std::task::Poll::Ready(disabled) => Ok(i64::from(disabled?)),
+                std::task::Poll::Pending => anyhow::bail!("the engine's device read waited"),
+            }
+        };
+        let flags = |path: &Path, flag: &mut _| -> Vec<i64> {
+            decide_with(path, &[7, 8], flag, |_| false).into_iter().map(Result::unwrap).collect()
+        };
+        assert_eq!(flags(&path, &mut flag), [0, 0]);
+        admin.execute("UPDATE devices SET disabled = 1 WHERE id = 8", []).unwrap();
+        assert_eq!(flags(&path, &mut flag), [0, 1]);
+        admin.execute("UPDATE devices SET disabled = 0 WHERE id = 8", []).unwrap();
+        assert_eq!(flags(&path, &mut flag), [0, 0]);
+        let plan: String = admin
+            .query_row(&format!("EXPLAIN QUERY PLAN {}", sqlite_sql(ENGINE_DEVICE_DISABLED)), [7], |r| r.get(3))
+            .unwrap();
+        assert!(plan.contains("INDEX devices_disabled"), "{plan}");
     }
 
     #[test]

@@ -35,6 +35,16 @@ pub const ENGINE_RECENT_PASSCODES: &str = "SELECT id, hash, expires_at, used, de
 /// A device's `disabled` flag.
 pub const DEVICE_DISABLED: &str = "SELECT disabled FROM devices WHERE id = $1";
 
+/// Whether a device is disabled, for the SQLite engine: a row if it is, none otherwise,
+/// read from the index of disabled devices alone (migration 0008), which stays in the
+/// CPU's caches, rather than from the device's row, a page of its own among a million.
+/// `INDEXED BY` makes the statement fail to prepare, at the engine's start, if the index
+/// is missing, rather than fall back to the table. A device that was removed reads as
+/// enabled here, but its passcodes went with it (`ON DELETE CASCADE`, with foreign keys
+/// on in every connection), so no passcode of one is left to match.
+pub const ENGINE_DEVICE_DISABLED: &str =
+    "SELECT 1 FROM devices INDEXED BY devices_disabled WHERE id = $1 AND disabled != 0";
+
 /// The single-use step: of any number of concurrent callers, on one node or many, exactly
 /// one changes the row.
 pub const CONSUME_PASSCODE: &str = "UPDATE passcodes SET used = 1 WHERE id = $1 AND used = 0 AND expires_at > $2";
