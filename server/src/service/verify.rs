@@ -67,7 +67,10 @@ pub(crate) trait Ledger {
     async fn user(&mut self, domain_id: i64, username: &str, now: i64) -> anyhow::Result<Option<UserFacts>>;
     /// The user's recent passcodes (live, used, recently expired), newest first.
     async fn recent_passcodes(&mut self, user_id: i64) -> anyhow::Result<Vec<PasscodeRow>>;
-    /// Whether the device is disabled (or gone), for a row without its flag.
+    /// Whether the device is disabled, for a row without its flag. The pool's ledger reads
+    /// the device after the row, so it may find it gone, which counts as disabled; the
+    /// engine reads both in one transaction, where a passcode's device cannot be gone (its
+    /// passcodes are deleted with it).
     async fn device_disabled(&mut self, device_id: i64) -> anyhow::Result<bool>;
     /// Marks a passcode used if it is unused and unexpired; true for exactly one caller.
     async fn consume(&mut self, passcode_id: i64, now: i64) -> anyhow::Result<bool>;
