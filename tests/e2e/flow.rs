@@ -106,6 +106,24 @@ fn a_disabled_devices_passcode_is_rejected_until_the_device_is_enabled_again() {
     assert_eq!(client.auth("alice", &passcode, Ma::Valid), Answer::Accept);
 }
 
+/// The engine reads a device's flag from the index of disabled devices, where a removed
+/// device is not: its outstanding passcode must be gone with it.
+#[test]
+fn a_deleted_devices_outstanding_passcode_is_rejected() {
+    let f = Fixture::new(&[]);
+    let client = Client::new(f.server.radius, crate::helpers::SECRET);
+    let console = Console::signed_in(&f.server);
+    let page = console.get(&format!("/users?domain={DOMAIN}")).body;
+    let (_, after) = page.split_once("action=\"/devices/").expect("alice's device on the users page");
+    let id = after.split('"').next().unwrap().to_owned();
+    let passcode = f.alice.passcode(PIN);
+    let form = [("csrf", console.csrf()), ("domain", DOMAIN.to_owned()), ("confirm", "yes".to_owned())];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(console.post(&format!("/devices/{id}/delete"), &form).status, 303, "delete the device");
+    assert_eq!(client.auth("alice", &passcode, Ma::Valid), Answer::Reject);
+    assert!(f.server.log().contains("wrong passcode"), "rejected as matching nothing: {}", f.server.log());
+}
+
 #[test]
 fn a_network_client_removed_while_serving_is_dropped_within_a_second() {
     let f = Fixture::new(&[]);
