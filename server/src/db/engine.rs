@@ -532,6 +532,9 @@ where
                 }
             }
         }
+        // The batch's failure-log rows, together, before any answer goes out.
+        let TxLedger { conn, stmts, failures } = ledger;
+        failures.flush(|rows| failures::append_rows(&mut stmts.append_failures, conn, rows))?;
         Ok(())
     }))
     .unwrap_or_else(|panic| {
@@ -634,7 +637,8 @@ struct Prepared<'c> {
     recent_passcodes: Statement<'c>,
     device_disabled: Statement<'c>,
     consume: Statement<'c>,
-    append_failure: Statement<'c>,
+    /// Statement `i` appends 2^i failure-log rows (`failures::append_rows`).
+    append_failures: Vec<Statement<'c>>,
     failures_after: Statement<'c>,
     audit: Statement<'c>,
 }
@@ -647,7 +651,9 @@ impl<'c> Prepared<'c> {
             recent_passcodes: prepare(ENGINE_RECENT_PASSCODES)?,
             device_disabled: prepare(ENGINE_DEVICE_DISABLED)?,
             consume: prepare(CONSUME_PASSCODE)?,
-            append_failure: conn.prepare(failures::APPEND)?,
+            append_failures: (0..failures::APPEND_CHUNKS)
+                .map(|i| conn.prepare(&failures::append_rows_sql(1 << i)))
+                .collect::<rusqlite::Result<_>>()?,
             failures_after: conn.prepare(failures::ROWS_AFTER)?,
             audit: prepare(AUDIT_INSERT)?,
         })
@@ -691,20 +697,12 @@ impl Ledger for TxLedger<'_, '_> {
     }
 
     async fn clear_failures(&mut self, user_id: i64) -> anyhow::Result<()> {
-        let (append, conn) = (&mut self.stmts.append_failure, self.conn);
-        self.failures.clear(user_id, || {
-            append.execute(params![user_id, crate::now(), 1])?;
-            Ok(conn.last_insert_rowid())
-        })?;
+        self.failures.clear(user_id, crate::now());
         Ok(())
     }
 
     async fn record_failure(&mut self, user_id: i64, now: i64, forget_before: i64) -> anyhow::Result<()> {
-        let (append, conn) = (&mut self.stmts.append_failure, self.conn);
-        self.failures.record(user_id, now, forget_before, || {
-            append.execute(params![user_id, now, 0])?;
-            Ok(conn.last_insert_rowid())
-        })?;
+        self.failures.record(user_id, now, forget_before);
         Ok(())
     }
 
