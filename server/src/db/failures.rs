@@ -10,11 +10,14 @@
 //! the last id it has seen, so that another process's rows (`user unlock` from the CLI, a
 //! second server on the same file) count as well. It replays the log at start.
 //!
+//! Reading "the rows after the last id seen" needs ids that are never handed out twice.
+//! Since migration 0009 the table has no `AUTOINCREMENT` (its bookkeeping in every insert
+//! took about 15 % of a Reject's CPU, BENCHMARKS.md); rowids come above the largest id
+//! present, and the newest row is never deleted: the prune keeps it, and a deleted user's
+//! rows stay, followed by a reset a trigger appends.
+//!
 //! A batch's own rows are written together at its end ([`Failures::flush`]), in as few
-//! statements as [`APPEND_CHUNKS`] allows: the table's `AUTOINCREMENT` (ids are never
-//! handed out twice, which reading "the rows after the last id seen" relies on) reads and
-//! writes `sqlite_sequence` once per statement, not per row: with a statement per Reject,
-//! Rejects took 5–6 % more of the server's CPU (BENCHMARKS.md).
+//! statements as [`APPEND_CHUNKS`] allows.
 //! A batch's own changes are undone if the batch rolls back, as its rows are.
 
 use std::collections::HashMap;
@@ -372,11 +375,63 @@ mod tests {
         let mut stmt = conn.prepare("SELECT id FROM passcode_failures ORDER BY id").unwrap();
         let ids: Vec<i64> = stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap();
         assert_eq!(ids, vec![3, 4, 5]);
-        // All of it old: all of it goes, and new ids still come after the old ones.
+        // All of it old: all but the newest row goes, so new ids still come after the old
+        // ones (the table has no AUTOINCREMENT since migration 0009).
         store.prune(now + 1000).await.unwrap();
         assert_eq!(append(&conn, 1, now + 1000, 0).unwrap(), 6);
-        let left: i64 = conn.query_row("SELECT count(*) FROM passcode_failures", [], |r| r.get(0)).unwrap();
-        assert_eq!(left, 1);
+        let ids: Vec<i64> = stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap();
+        assert_eq!(ids, vec![5, 6]);
+    }
+
+    /// A deleted user's rows stay (no foreign key since migration 0009) and a reset
+    /// follows them, so the log's ids keep growing and the engine forgets the user.
+    #[test]
+    fn a_deleted_user_leaves_its_rows_and_a_reset() {
+        let (dir, conn) = database();
+        let mut f = Failures::load(&conn, 1000).unwrap();
+        f.record(1, 900, 0);
+        f.record(2, 910, 0);
+        f.record(2, 920, 0);
+        flush(&mut f, &conn);
+        f.commit();
+        let seen = f.last_seen;
+        // Another process deletes bob, whose rows are the newest, then unlocks alice.
+        let other = Connection::open(dir.path().join("f.db")).unwrap();
+        other.execute("DELETE FROM users WHERE id = 2", []).unwrap();
+        let unlock = append(&other, 1, 930, 1).unwrap();
+        assert!(unlock > seen + 1, "the unlock's id {unlock} comes after bob's reset, above {seen}");
+        let mut stmt = conn.prepare(ROWS_AFTER).unwrap();
+        f.read_new(&mut stmt).unwrap();
+        assert_eq!((f.count(1, 0), f.count(2, 0)), (0, 0));
+        assert_eq!(f.last_seen, unlock);
+        let bobs: i64 =
+            conn.query_row("SELECT count(*) FROM passcode_failures WHERE user_id = 2", [], |r| r.get(0)).unwrap();
+        assert_eq!(bobs, 3, "two failures and the reset");
+        let replayed = Failures::load(&conn, 1000).unwrap();
+        assert_eq!((replayed.count(1, 0), replayed.count(2, 0)), (0, 0));
+    }
+
+    /// Migration 0009 carries AUTOINCREMENT's largest id over: rows deleted from the top
+    /// before it do not let their ids be handed out again.
+    #[test]
+    fn ids_stay_above_the_largest_ever_handed_out_across_migration_0009() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("m.db")).unwrap();
+        let (before, after): (Vec<_>, Vec<_>) = super::super::SQLITE_MIGRATIONS.iter().partition(|m| m.version < 9);
+        for m in before {
+            conn.execute_batch(m.sql.as_ref()).unwrap();
+        }
+        conn.execute_batch(DOMAIN_AND_ALICE).unwrap();
+        for at in [1, 2, 3] {
+            append(&conn, 1, at, 0).unwrap();
+        }
+        conn.execute("DELETE FROM passcode_failures WHERE id > 1", []).unwrap();
+        for m in after {
+            conn.execute_batch(m.sql.as_ref()).unwrap();
+        }
+        assert_eq!(append(&conn, 1, 4, 0).unwrap(), 4);
+        let replayed = Failures::load(&conn, 10).unwrap();
+        assert_eq!(replayed.count(1, 0), 2, "the carried-over id is a reset of nobody");
     }
 
     #[tokio::test]

@@ -202,12 +202,14 @@ impl Store {
         let mut pruned = a.rows_affected() + b.rows_affected() + c.rows_affected();
         if self.engine == Engine::Sqlite {
             // The wrong-passcode log (db::failures) is appended to in id order: delete from its
-            // front what is older than every domain's window, without an index on `at`.
+            // front what is older than every domain's window, without an index on `at`. The
+            // newest row always stays: new ids are handed out above it, and one handed out
+            // again would be missed by the engine (migration 0009).
             let d = sqlx::query(
                 "DELETE FROM passcode_failures WHERE id < COALESCE( \
                    (SELECT id FROM passcode_failures WHERE at > $1 - \
                       (SELECT COALESCE(MAX(passcode_failure_window_secs), 0) FROM domains) ORDER BY id LIMIT 1), \
-                   (SELECT COALESCE(MAX(id), 0) + 1 FROM passcode_failures))",
+                   (SELECT COALESCE(MAX(id), 0) FROM passcode_failures))",
             )
             .bind(now)
             .execute(&self.pool)
