@@ -88,14 +88,8 @@ fn a_disabled_devices_passcode_is_rejected_until_the_device_is_enabled_again() {
     let f = Fixture::new(&[]);
     let client = Client::new(f.server.radius, crate::helpers::SECRET);
     let console = Console::signed_in(&f.server);
-    let page = console.get(&format!("/users?domain={DOMAIN}")).body;
-    let (_, after) = page.split_once("action=\"/devices/").expect("alice's device on the users page");
-    let id = after.split('"').next().unwrap().to_owned();
-    let change = |action: &str| {
-        let form = [("csrf", console.csrf()), ("domain", DOMAIN.to_owned()), ("action", action.to_owned())];
-        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        assert_eq!(console.post(&format!("/devices/{id}"), &form).status, 303, "{action} the device");
-    };
+    let id = alices_device(&console);
+    let change = |action: &str| post_device_form(&console, &format!("/devices/{id}"), ("action", action));
     let passcode = f.alice.passcode(PIN);
     // A wrong passcode matches nothing and reads no device: still a plain wrong passcode.
     assert_eq!(client.auth("alice", "000000", Ma::Valid), Answer::Reject);
@@ -106,6 +100,21 @@ fn a_disabled_devices_passcode_is_rejected_until_the_device_is_enabled_again() {
     assert_eq!(client.auth("alice", &passcode, Ma::Valid), Answer::Accept);
 }
 
+/// The id of alice's device, from the console's users page.
+fn alices_device(console: &Console) -> String {
+    let page = console.get(&format!("/users?domain={DOMAIN}")).body;
+    let (_, after) = page.split_once("action=\"/devices/").expect("alice's device on the users page");
+    after.split('"').next().unwrap().to_owned()
+}
+
+/// Posts a device form of the console (its CSRF token, the domain and `field`) to `path`;
+/// the console must answer with its redirect.
+fn post_device_form(console: &Console, path: &str, field: (&str, &str)) {
+    let form = [("csrf", console.csrf()), ("domain", DOMAIN.to_owned()), (field.0, field.1.to_owned())];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(console.post(path, &form).status, 303, "{path} {field:?}");
+}
+
 /// The engine reads a device's flag from the index of disabled devices, where a removed
 /// device is not: its outstanding passcode must be gone with it.
 #[test]
@@ -113,13 +122,9 @@ fn a_deleted_devices_outstanding_passcode_is_rejected() {
     let f = Fixture::new(&[]);
     let client = Client::new(f.server.radius, crate::helpers::SECRET);
     let console = Console::signed_in(&f.server);
-    let page = console.get(&format!("/users?domain={DOMAIN}")).body;
-    let (_, after) = page.split_once("action=\"/devices/").expect("alice's device on the users page");
-    let id = after.split('"').next().unwrap().to_owned();
+    let id = alices_device(&console);
     let passcode = f.alice.passcode(PIN);
-    let form = [("csrf", console.csrf()), ("domain", DOMAIN.to_owned()), ("confirm", "yes".to_owned())];
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    assert_eq!(console.post(&format!("/devices/{id}/delete"), &form).status, 303, "delete the device");
+    post_device_form(&console, &format!("/devices/{id}/delete"), ("confirm", "yes"));
     assert_eq!(client.auth("alice", &passcode, Ma::Valid), Answer::Reject);
     assert!(f.server.log().contains("wrong passcode"), "rejected as matching nothing: {}", f.server.log());
 }
