@@ -46,9 +46,10 @@ use super::audit::Entry;
 use super::failures::{self, Failures};
 use super::passcodes::PasscodeRow;
 use super::runs::{self, Run};
+use super::user_index::{self, UserIndex};
 use super::verify::{
-    AUDIT_INSERT, CONSUME_PASSCODE, ENGINE_DEVICE_DISABLED, ENGINE_RECENT_PASSCODES, ENGINE_USER_FACTS, audit_values,
-    user_facts,
+    AUDIT_INSERT, CONSUME_PASSCODE, ENGINE_DEVICE_DISABLED, ENGINE_RECENT_PASSCODES, ENGINE_USER_BY_ID,
+    ENGINE_USER_FACTS, UserFactsRow, audit_values, user_facts,
 };
 use crate::service::verify::{Ledger, UserFacts};
 
@@ -265,7 +266,7 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         let claimed = runs::claim(&conn, &this_run, runs::process_alive)
             .context("cannot record this server's run in the database (engine_runs)")?;
         report(&claimed);
-        let failures = Failures::load(&conn, crate::now()).context("cannot read the wrong-passcode log")?;
+        let memory = Memory::load(&conn)?;
         // The checkpoint thread ends with this one, when `checkpoints` is dropped.
         let (checkpoints, stop) = std::sync::mpsc::channel::<()>();
         super::checkpoint::start(path, turns.clone(), stop)?;
@@ -274,7 +275,7 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
             .name("tessera-sqlite".into())
             .spawn(move || {
                 TOGETHER.set(together);
-                run(conn, &turns, failures, rx, handler, early);
+                run(conn, &turns, memory, rx, handler, early);
                 drop(checkpoints);
             })
             .context("cannot start the SQLite verification thread")?;
@@ -384,7 +385,7 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
 fn run<J, O, H>(
     conn: Connection,
     turns: &WriteTurns,
-    mut failures: Failures,
+    mut memory: Memory,
     mut rx: mpsc::Receiver<Pending<J, O>>,
     mut handler: H,
     early: fn(&O) -> bool,
@@ -424,7 +425,7 @@ fn run<J, O, H>(
         // Saturated: batches have followed each other without a pause for a while, so
         // writers waiting on SQLite's lock may never find it free (db::WriteTurns).
         let saturated = idle_at.elapsed() >= SATURATED_AFTER;
-        decide_batch(&conn, saturated.then_some(turns), &mut stmts, &mut failures, &mut batch, &mut handler, early);
+        decide_batch(&conn, saturated.then_some(turns), &mut stmts, &mut memory, &mut batch, &mut handler, early);
     }
     tracing::debug!("SQLite verification engine stopped");
 }
@@ -434,7 +435,7 @@ fn decide_batch<'c, J, O, H>(
     conn: &'c Connection,
     turns: Option<&WriteTurns>,
     stmts: &mut Prepared<'c>,
-    failures: &mut Failures,
+    memory: &mut Memory,
     batch: &mut Vec<Pending<J, O>>,
     handler: &mut H,
     early: fn(&O) -> bool,
@@ -451,7 +452,7 @@ fn decide_batch<'c, J, O, H>(
     let patience = earliest.saturating_duration_since(now).saturating_sub(DEADLINE_MARGIN);
     LOCK_DEADLINE.set(Some(now + patience));
     let alone = live.len() == 1;
-    let Err(failure) = transaction(conn, turns, stmts, failures, &mut live, handler, early) else { return };
+    let Err(failure) = transaction(conn, turns, stmts, memory, &mut live, handler, early) else { return };
     // Rolled back. Requests already answered (early) are not decided again: a second
     // decision could differ from the answer sent (a passcode the rolled-back batch had
     // consumed is unused again); their failure counts and audit rows are lost.
@@ -476,7 +477,7 @@ fn decide_batch<'c, J, O, H>(
             "batch failed; deciding its requests one by one"
         );
         for p in &mut live {
-            if let Err(e) = transaction(conn, turns, stmts, failures, std::slice::from_mut(p), handler, early) {
+            if let Err(e) = transaction(conn, turns, stmts, memory, std::slice::from_mut(p), handler, early) {
                 let e = if is_busy(&e) { EngineError::Busy } else { EngineError::Failed(format!("{e:#}")) };
                 p.fail(e);
             }
@@ -496,7 +497,7 @@ fn transaction<'c, J, O, H>(
     conn: &'c Connection,
     turns: Option<&WriteTurns>,
     stmts: &mut Prepared<'c>,
-    failures: &mut Failures,
+    memory: &mut Memory,
     requests: &mut [Pending<J, O>],
     handler: &mut H,
     early: fn(&O) -> bool,
@@ -515,14 +516,16 @@ where
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     // What other connections logged since the last batch (committed: kept even if this
     // batch rolls back).
+    let Memory { failures, users } = memory;
     failures.read_new(&mut stmts.failures_after)?;
+    users.read_new(&mut stmts.deletions_after)?;
     let mut decided = Vec::with_capacity(requests.len());
     // A panic while deciding (a bug, perhaps reachable by a crafted request) fails the batch
     // as an error does, and the thread goes on: the batch rolls back and is decided again
     // request by request, where only the request that panics fails. An engine thread that
     // died would leave every later RADIUS request without a decision until a restart.
     let decisions = std::panic::catch_unwind(AssertUnwindSafe(|| -> anyhow::Result<()> {
-        let mut ledger = TxLedger { conn, stmts, failures: &mut *failures };
+        let mut ledger = TxLedger { conn, stmts, failures: &mut *failures, users: &mut *users };
         for p in requests.iter_mut() {
             match &mut p.work {
                 Work::Decide { job, .. } => decided.push(Some(handler(&mut ledger, job)?)),
@@ -533,7 +536,7 @@ where
             }
         }
         // The batch's failure-log rows, together, before any answer goes out.
-        let TxLedger { conn, stmts, failures } = ledger;
+        let TxLedger { conn, stmts, failures, .. } = ledger;
         failures.flush(|rows| failures::append_rows(&mut stmts.append_failures, conn, rows))?;
         Ok(())
     }))
@@ -621,6 +624,22 @@ pub struct TxLedger<'a, 'c> {
     conn: &'c Connection,
     stmts: &'a mut Prepared<'c>,
     failures: &'a mut Failures,
+    users: &'a mut UserIndex,
+}
+
+/// What the engine keeps in memory between batches, beside the database.
+struct Memory {
+    failures: Failures,
+    users: UserIndex,
+}
+
+impl Memory {
+    fn load(conn: &Connection) -> anyhow::Result<Self> {
+        Ok(Self {
+            failures: Failures::load(conn, crate::now()).context("cannot read the wrong-passcode log")?,
+            users: UserIndex::load(conn).context("cannot index the users")?,
+        })
+    }
 }
 
 /// `$N` placeholders (shared with PostgreSQL) in SQLite's numbered form `?N`: SQLite numbers
@@ -634,6 +653,8 @@ pub fn sqlite_sql(sql: &str) -> String {
 /// put it back (7 % of an Accept's instructions under callgrind).
 struct Prepared<'c> {
     user_facts: Statement<'c>,
+    user_by_id: Statement<'c>,
+    deletions_after: Statement<'c>,
     recent_passcodes: Statement<'c>,
     device_disabled: Statement<'c>,
     consume: Statement<'c>,
@@ -648,6 +669,8 @@ impl<'c> Prepared<'c> {
         let prepare = |sql: &str| conn.prepare(&sqlite_sql(sql));
         Ok(Self {
             user_facts: prepare(ENGINE_USER_FACTS)?,
+            user_by_id: prepare(ENGINE_USER_BY_ID)?,
+            deletions_after: conn.prepare(user_index::DELETIONS_AFTER)?,
             recent_passcodes: prepare(ENGINE_RECENT_PASSCODES)?,
             device_disabled: prepare(ENGINE_DEVICE_DISABLED)?,
             consume: prepare(CONSUME_PASSCODE)?,
@@ -662,11 +685,28 @@ impl<'c> Prepared<'c> {
 
 impl Ledger for TxLedger<'_, '_> {
     async fn user(&mut self, domain_id: i64, username: &str, now: i64) -> anyhow::Result<Option<UserFacts>> {
-        let row = self
-            .stmts
-            .user_facts
-            .query_row(params![domain_id, username], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, 0)))
-            .optional()?;
+        // The id from memory (db::user_index); the domain and the disabled flag from pages
+        // that stay cached. A name it does not know is looked up, and the answer kept.
+        let known = match self.users.get(domain_id, username) {
+            Some(id) => self
+                .stmts
+                .user_by_id
+                .query_row(params![domain_id, id], |r| Ok((id, r.get(2)?, r.get(0)?, r.get(1)?, 0)))
+                .optional()?,
+            None => None,
+        };
+        let row = match known {
+            Some(row) => Some(row),
+            None => {
+                let row: Option<UserFactsRow> = self
+                    .stmts
+                    .user_facts
+                    .query_row(params![domain_id, username], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, 0)))
+                    .optional()?;
+                self.users.learn(domain_id, username, row.map(|r| r.0));
+                row
+            }
+        };
         // The count from memory (db::failures), over the user's domain's window.
         Ok(row.map(user_facts).map(|mut facts| {
             facts.recent_failures = self.failures.count(facts.id, facts.policy.since(now));
@@ -781,8 +821,8 @@ mod tests {
             batch.push(Pending::decide(job, deadline, oneshot_reply(reply)));
             answers.push(answer);
         }
-        let mut failures = Failures::load(&conn, crate::now()).unwrap();
-        decide_batch(&conn, Some(&WriteTurns::default()), &mut stmts, &mut failures, &mut batch, handler, early);
+        let mut memory = Memory::load(&conn).unwrap();
+        decide_batch(&conn, Some(&WriteTurns::default()), &mut stmts, &mut memory, &mut batch, handler, early);
         answers.into_iter().map(|a| a.blocking_recv().unwrap()).collect()
     }
 
@@ -790,6 +830,55 @@ mod tests {
         let conn = Connection::open(path).unwrap();
         let mut stmt = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
         stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    /// The engine finds users through its index in memory (db::user_index), kept across
+    /// batches, while another connection adds, disables, deletes and re-creates them.
+    #[test]
+    fn users_read_through_the_index_follow_another_connections_changes() {
+        let (_dir, path) = schema();
+        let admin = Connection::open(&path).unwrap();
+        admin.execute_batch(crate::db::test_db::DOMAIN_AND_ALICE).unwrap();
+        let conn = open(&path).unwrap();
+        let mut stmts = Prepared::new(&conn).unwrap();
+        let mut memory = Memory::load(&conn).unwrap();
+        // Job 1 asks for alice, 2 for bob; the answer is 10 × id + disabled, 0 for no user.
+        let mut lookup = |ledger: &mut TxLedger<'_, '_>, job: &i64| -> anyhow::Result<i64> {
+            let name = if *job == 1 { "alice" } else { "bob" };
+            let read = std::pin::pin!(ledger.user(1, name, 0));
+            match read.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+                std::task::Poll::Ready(facts) => Ok(facts?.map_or(0, |f| f.id * 10 + i64::from(f.disabled))),
+                std::task::Poll::Pending => anyhow::bail!("the engine's user read waited"),
+            }
+        };
+        let mut users = || -> Vec<i64> {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let (mut batch, mut answers) = (Vec::new(), Vec::new());
+            for job in [1, 2] {
+                let (reply, answer) = oneshot::channel();
+                batch.push(Pending::decide(job, deadline, oneshot_reply(reply)));
+                answers.push(answer);
+            }
+            decide_batch(&conn, None, &mut stmts, &mut memory, &mut batch, &mut lookup, |_| false);
+            answers.into_iter().map(|a| a.blocking_recv().unwrap().unwrap()).collect()
+        };
+        assert_eq!(users(), [10, 0], "alice indexed at the start; no bob");
+        admin.execute("INSERT INTO users (id, domain_id, username, created_at) VALUES (2, 1, 'bob', 0)", []).unwrap();
+        assert_eq!(users(), [10, 20], "bob, created since, looked up");
+        admin.execute("UPDATE users SET disabled = 1 WHERE id = 1", []).unwrap();
+        assert_eq!(users(), [11, 20], "alice disabled");
+        admin.execute("UPDATE users SET disabled = 0 WHERE id = 1", []).unwrap();
+        admin.execute("DELETE FROM users WHERE id = 2", []).unwrap();
+        assert_eq!(users(), [10, 0], "alice enabled again; bob deleted");
+        admin.execute("INSERT INTO users (id, domain_id, username, created_at) VALUES (3, 1, 'bob', 0)", []).unwrap();
+        admin.execute("DELETE FROM users WHERE id = 1", []).unwrap();
+        admin.execute("INSERT INTO users (id, domain_id, username, created_at) VALUES (4, 1, 'alice', 0)", []).unwrap();
+        assert_eq!(users(), [40, 30], "both deleted and created again, under new ids");
+        // Of the users, only the index of the disabled ones is read.
+        let mut explain = admin.prepare(&format!("EXPLAIN QUERY PLAN {}", sqlite_sql(ENGINE_USER_BY_ID))).unwrap();
+        let plan: Vec<String> = explain.query_map([1, 4], |r| r.get(3)).unwrap().map(Result::unwrap).collect();
+        let users: Vec<_> = plan.iter().filter(|step| step.contains(" users ")).collect();
+        assert!(users.len() == 1 && users[0].contains("USING INDEX users_disabled"), "{plan:?}");
     }
 
     /// The engine reads a device's flag from the index of disabled devices (migration 0008),
@@ -1056,7 +1145,7 @@ mod tests {
         let (_dir, path) = schema();
         let conn = open(&path).unwrap();
         let mut stmts = Prepared::new(&conn).unwrap();
-        let mut failures = Failures::load(&conn, crate::now()).unwrap();
+        let mut memory = Memory::load(&conn).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         let decision = |job| {
             let (reply, answer) = oneshot::channel();
@@ -1067,7 +1156,7 @@ mod tests {
         let ((two, two_answer), (write, written), (bad, bad_answer)) =
             (decision(2), insert_and_tell(true, 7, &runs), decision(-1));
         let mut batch = vec![two, write, bad];
-        decide_batch(&conn, None, &mut stmts, &mut failures, &mut batch, &mut insert_or_fail, ends_in_one);
+        decide_batch(&conn, None, &mut stmts, &mut memory, &mut batch, &mut insert_or_fail, ends_in_one);
         assert_eq!(written.blocking_recv().unwrap().unwrap(), 2, "committed with synchronous = FULL");
         assert_eq!(runs.load(Ordering::Relaxed), 2, "run in the batch, then again alone");
         assert_eq!(two_answer.blocking_recv().unwrap().unwrap(), 20);
@@ -1077,7 +1166,7 @@ mod tests {
         let (write, written) = insert_and_tell(false, 8, &runs);
         let (three, three_answer) = decision(3);
         let mut batch = vec![write, three];
-        decide_batch(&conn, None, &mut stmts, &mut failures, &mut batch, &mut insert_or_fail, ends_in_one);
+        decide_batch(&conn, None, &mut stmts, &mut memory, &mut batch, &mut insert_or_fail, ends_in_one);
         assert_eq!(written.blocking_recv().unwrap().unwrap(), 1, "NORMAL");
         assert_eq!(three_answer.blocking_recv().unwrap().unwrap(), 31);
         assert_eq!(stored(&path), vec![2, 3, 7, 8]);

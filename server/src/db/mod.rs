@@ -17,6 +17,7 @@ pub mod nonces;
 pub mod passcodes;
 pub mod runs;
 pub mod throttle;
+pub mod user_index;
 pub mod users;
 pub mod verify;
 

@@ -21,6 +21,15 @@ pub const ENGINE_USER_FACTS: &str = "SELECT u.id, u.disabled, d.max_passcode_fai
      d.passcode_failure_window_secs FROM users u JOIN domains d ON d.id = u.domain_id \
      WHERE u.domain_id = $1 AND u.username = $2";
 
+/// What the SQLite engine reads of a user its index in memory knows (`db::user_index`): the
+/// domain's guessing limit and window (`$1` domain id), and whether the user (`$2`) is
+/// disabled, from the index of disabled users alone (migration 0010), which stays in the
+/// CPU's caches, rather than from the user's row. `INDEXED BY` makes a missing index fail
+/// the engine's start. No row when the domain is gone.
+pub const ENGINE_USER_BY_ID: &str = "SELECT max_passcode_failures, passcode_failure_window_secs, \
+     EXISTS (SELECT 1 FROM users INDEXED BY users_disabled WHERE id = $2 AND disabled != 0) \
+     FROM domains WHERE id = $1";
+
 /// A user's most recent passcodes (live, used and recently expired), newest first, with
 /// their devices' `disabled` flags: one round trip to PostgreSQL.
 pub const RECENT_PASSCODES: &str = "SELECT p.id, p.hash, p.expires_at, p.used, p.device_id, d.disabled AS device_disabled \
