@@ -6,15 +6,19 @@
 -- stay cached whatever the number of users (as devices_disabled, 0008).
 CREATE INDEX users_disabled ON users (id) WHERE disabled != 0;
 
--- Every deleted user, so that the engine forgets it: a user deleted and created again under
--- the same name has a new id. The engine reads the rows after the last id it has seen;
--- AUTOINCREMENT never hands an id out twice, and its bookkeeping costs only on a deletion.
+-- Every deleted user with its name, so that the engine drops that name's entry: a name
+-- created again may get another id, and a deleted id may be handed to another user (the
+-- users table's ids are plain rowids). The engine reads the rows after the last id it has
+-- seen; AUTOINCREMENT never hands one of these ids out twice, and its bookkeeping costs
+-- only on a deletion.
 CREATE TABLE user_deletions (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id BIGINT  NOT NULL
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id   BIGINT  NOT NULL,
+    domain_id BIGINT  NOT NULL,
+    username  TEXT    NOT NULL
 );
 
 CREATE TRIGGER users_deleted_log AFTER DELETE ON users
 BEGIN
-    INSERT INTO user_deletions (user_id) VALUES (OLD.id);
+    INSERT INTO user_deletions (user_id, domain_id, username) VALUES (OLD.id, OLD.domain_id, OLD.username);
 END;

@@ -874,6 +874,10 @@ mod tests {
         admin.execute("DELETE FROM users WHERE id = 1", []).unwrap();
         admin.execute("INSERT INTO users (id, domain_id, username, created_at) VALUES (4, 1, 'alice', 0)", []).unwrap();
         assert_eq!(users(), [40, 30], "both deleted and created again, under new ids");
+        // alice, the largest id, deleted; SQLite hands her id to the next user.
+        admin.execute("DELETE FROM users WHERE id = 4", []).unwrap();
+        admin.execute("INSERT INTO users (domain_id, username, created_at) VALUES (1, 'dave', 0)", []).unwrap();
+        assert_eq!(users(), [0, 30], "no alice, and not dave under her name");
         // Of the users, only the index of the disabled ones is read.
         let mut explain = admin.prepare(&format!("EXPLAIN QUERY PLAN {}", sqlite_sql(ENGINE_USER_BY_ID))).unwrap();
         let plan: Vec<String> = explain.query_map([1, 4], |r| r.get(3)).unwrap().map(Result::unwrap).collect();

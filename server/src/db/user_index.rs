@@ -9,31 +9,30 @@
 //! limits and the index of disabled users (migration 0010, `ENGINE_USER_BY_ID` in
 //! `db::verify`).
 //!
-//! Usernames never change and ids are never reused, so an entry can only become wrong when
-//! its user is deleted (a user created again under the same name gets a new id). A trigger
-//! logs every deletion in `user_deletions`; the engine reads the rows after the last one it
-//! has seen at the start of every batch, and a deleted user's entry is not used again. A
-//! name not in the map (a user created since the engine started, or deleted) is looked up
-//! in SQLite, and the answer is kept.
+//! Usernames never change, so an entry can only go wrong when its user is deleted: the name
+//! may be created again with another id, and on SQLite a deleted id may be handed to
+//! another user (ids are plain rowids). A trigger logs every deletion with the user's
+//! domain and name in `user_deletions`; the engine reads the rows after the last one it has
+//! seen at the start of every batch, inside its write transaction, and drops the deleted
+//! user's entry, so every entry it uses is current. A name not in the map (a user created
+//! since the engine started, or deleted) is looked up in SQLite, and the answer is kept.
 //!
 //! Memory: about 85 bytes per user (85 MB at 1,000,000 users), and 0.4 s at start to load
 //! them (BENCHMARKS.md).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use rusqlite::{Connection, Statement, params};
 
 /// The deletions after an id, oldest first.
-pub const DELETIONS_AFTER: &str = "SELECT id, user_id FROM user_deletions WHERE id > ?1 ORDER BY id";
+pub const DELETIONS_AFTER: &str =
+    "SELECT id, user_id, domain_id, username FROM user_deletions WHERE id > ?1 ORDER BY id";
 
 /// Usernames to ids, per domain.
 #[derive(Default)]
 pub struct UserIndex {
     ids: HashMap<i64, HashMap<Box<str>, i64>>,
-    /// Users deleted since they were entered: their entries are not used, and go at the
-    /// next lookup of their name.
-    deleted: HashSet<i64>,
     /// The last `user_deletions` row read.
     last_seen: i64,
 }
@@ -59,30 +58,37 @@ impl UserIndex {
         Ok(index)
     }
 
-    /// The id of `username` in the domain, unless unknown or deleted since.
+    /// The id of `username` in the domain, if known.
     pub fn get(&self, domain_id: i64, username: &str) -> Option<i64> {
-        let id = *self.ids.get(&domain_id)?.get(username)?;
-        (self.deleted.is_empty() || !self.deleted.contains(&id)).then_some(id)
+        self.ids.get(&domain_id)?.get(username).copied()
     }
 
     /// What SQLite answered for a name the map did not give: its id, or none.
     pub fn learn(&mut self, domain_id: i64, username: &str, id: Option<i64>) {
-        let names = self.ids.entry(domain_id).or_default();
-        let old = match id {
-            Some(id) => names.insert(username.into(), id),
-            None => names.remove(username),
-        };
-        if let Some(old) = old.filter(|&old| Some(old) != id) {
-            self.deleted.remove(&old);
+        match id {
+            Some(id) => self.enter(domain_id, username, id),
+            None => {
+                if let Some(names) = self.ids.get_mut(&domain_id) {
+                    names.remove(username);
+                }
+            }
         }
     }
 
-    /// Reads the deletions logged since the last call (by any connection, committed).
+    /// Drops the users deleted since the last call (by any connection, committed).
     pub fn read_new(&mut self, deletions_after: &mut Statement<'_>) -> rusqlite::Result<()> {
         let mut rows = deletions_after.query(params![self.last_seen])?;
         while let Some(row) = rows.next()? {
             self.last_seen = row.get(0)?;
-            self.deleted.insert(row.get(1)?);
+            let (id, domain_id): (i64, i64) = (row.get(1)?, row.get(2)?);
+            if let Some(names) = self.ids.get_mut(&domain_id) {
+                let username = row.get_ref(3)?.as_str()?;
+                // Only that user's entry: the name may have been entered since for a user
+                // created again.
+                if names.get(username) == Some(&id) {
+                    names.remove(username);
+                }
+            }
         }
         Ok(())
     }
@@ -107,28 +113,37 @@ mod tests {
         assert_eq!((index.get(1, "alice"), index.get(1, "bob")), (Some(1), Some(2)));
         assert_eq!((index.get(1, "carol"), index.get(2, "alice")), (None, None), "another name, another domain");
 
-        // Deleted (by any connection) and created again under the same name: a new id.
+        // bob deleted (by any connection), and his id, the largest, handed to carol: a
+        // plain rowid comes back.
         conn.execute("DELETE FROM users WHERE id = 2", []).unwrap();
-        conn.execute("INSERT INTO users (id, domain_id, username, created_at) VALUES (3, 1, 'bob', 0)", []).unwrap();
+        conn.execute("INSERT INTO users (domain_id, username, created_at) VALUES (1, 'carol', 0)", []).unwrap();
+        let carol: i64 = conn.query_row("SELECT id FROM users WHERE username = 'carol'", [], |r| r.get(0)).unwrap();
+        assert_eq!(carol, 2, "SQLite reuses the id");
         assert_eq!(index.get(1, "bob"), Some(2), "not seen yet");
         index.read_new(&mut deletions).unwrap();
-        assert_eq!(index.get(1, "bob"), None, "the deleted id is not used");
+        assert_eq!(index.get(1, "bob"), None, "bob's entry is gone, not pointing at carol");
         assert_eq!(index.get(1, "alice"), Some(1));
-        index.learn(1, "bob", Some(3));
-        assert_eq!(index.get(1, "bob"), Some(3));
-        assert!(index.deleted.is_empty(), "the deleted id went with its entry");
+        index.learn(1, "carol", Some(2));
+        assert_eq!(index.get(1, "carol"), Some(2));
 
-        // Deleted for good.
+        // carol deleted and created again under a new id, which the engine looked up
+        // before it read the deletion: her new entry stays.
+        conn.execute("DELETE FROM users WHERE id = 2", []).unwrap();
+        conn.execute("INSERT INTO users (id, domain_id, username, created_at) VALUES (7, 1, 'carol', 0)", []).unwrap();
+        index.learn(1, "carol", Some(7));
+        index.read_new(&mut deletions).unwrap();
+        assert_eq!(index.get(1, "carol"), Some(7));
+
+        // alice deleted for good.
         conn.execute("DELETE FROM users WHERE id = 1", []).unwrap();
         index.read_new(&mut deletions).unwrap();
         assert_eq!(index.get(1, "alice"), None);
         index.learn(1, "alice", None);
-        assert!(index.deleted.is_empty() && index.get(1, "alice").is_none());
+        assert_eq!(index.get(1, "alice"), None);
 
         // A fresh load starts after the deletions it has already seen.
         let mut reloaded = UserIndex::load(&conn).unwrap();
         reloaded.read_new(&mut deletions).unwrap();
-        assert_eq!((reloaded.get(1, "bob"), reloaded.get(1, "alice")), (Some(3), None));
-        assert!(reloaded.deleted.is_empty());
+        assert_eq!((reloaded.get(1, "carol"), reloaded.get(1, "alice"), reloaded.get(1, "bob")), (Some(7), None, None));
     }
 }
