@@ -832,6 +832,16 @@ mod tests {
         stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
     }
 
+    /// The outcome of a ledger operation, which on the engine's thread never waits: polled
+    /// once, an error if it did wait.
+    fn at_once<T>(operation: impl Future<Output = T>) -> anyhow::Result<T> {
+        let operation = std::pin::pin!(operation);
+        match operation.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(outcome) => Ok(outcome),
+            std::task::Poll::Pending => anyhow::bail!("the engine's ledger waited"),
+        }
+    }
+
     /// The engine finds users through its index in memory (db::user_index), kept across
     /// batches, while another connection adds, disables, deletes and re-creates them.
     #[test]
@@ -845,11 +855,7 @@ mod tests {
         // Job 1 asks for alice, 2 for bob; the answer is 10 × id + disabled, 0 for no user.
         let mut lookup = |ledger: &mut TxLedger<'_, '_>, job: &i64| -> anyhow::Result<i64> {
             let name = if *job == 1 { "alice" } else { "bob" };
-            let read = std::pin::pin!(ledger.user(1, name, 0));
-            match read.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
-                std::task::Poll::Ready(facts) => Ok(facts?.map_or(0, |f| f.id * 10 + i64::from(f.disabled))),
-                std::task::Poll::Pending => anyhow::bail!("the engine's user read waited"),
-            }
+            Ok(at_once(ledger.user(1, name, 0))??.map_or(0, |f| f.id * 10 + i64::from(f.disabled)))
         };
         let mut users = || -> Vec<i64> {
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -903,11 +909,7 @@ mod tests {
             )
             .unwrap();
         let mut flag = |ledger: &mut TxLedger<'_, '_>, device: &i64| -> anyhow::Result<i64> {
-            let read = std::pin::pin!(ledger.device_disabled(*device));
-            match read.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
-                std::task::Poll::Ready(disabled) => Ok(i64::from(disabled?)),
-                std::task::Poll::Pending => anyhow::bail!("the engine's device read waited"),
-            }
+            Ok(i64::from(at_once(ledger.device_disabled(*device))??))
         };
         let flags = |path: &Path, flag: &mut _| -> Vec<i64> {
             decide_with(path, &[7, 8], flag, |_| false).into_iter().map(Result::unwrap).collect()
@@ -985,13 +987,7 @@ mod tests {
     /// Records a wrong passcode of user 1 at `|v|` through the ledger, then fails for a
     /// negative `v`; answers the user's count.
     fn fail_user_one(ledger: &mut TxLedger<'_, '_>, v: &i64) -> anyhow::Result<i64> {
-        use std::future::Future as _;
-        let recorded = {
-            let record = std::pin::pin!(ledger.record_failure(1, v.abs(), 0));
-            record.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
-        };
-        let std::task::Poll::Ready(recorded) = recorded else { unreachable!("the engine's ledger never waits") };
-        recorded?;
+        at_once(ledger.record_failure(1, v.abs(), 0))??;
         anyhow::ensure!(*v >= 0, "negative");
         Ok(ledger.failures.count(1, 0))
     }
