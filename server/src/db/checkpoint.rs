@@ -11,17 +11,27 @@
 //! never blocks the engine) every [`POLL`]. A passive checkpoint cannot restart the log
 //! while the engine keeps appending (and a log that only grows makes every fsync dearer:
 //! 19–21k Accepts/s at 16 in flight instead of 31–34k), so once the log holds
-//! [`RESTART_AT`] frames it follows the passive copy with a `RESTART` checkpoint. That one
-//! holds the engine back only while it copies the frames appended since the passive copy
-//! began and syncs, and makes the next commit write the log from its start again. It takes
-//! this process's turn to write first ([`WriteTurns`]): with SQLite's busy handler alone it
-//! missed the microseconds between the engine's batches when they came back to back (all
-//! Rejects, answered before their commit), and the log grew to 9,000 frames in 3 s, each
-//! page lookup searching it (`walFindFrame`, 11 % of the engine's time). The
-//! engine keeps SQLite's own checkpoint as a fallback at [`ENGINE_FALLBACK`] frames, should
-//! this thread fall behind.
+//! [`RESTART_AT`] frames the log is restarted with a `RESTART` checkpoint. That one holds
+//! the engine back only while it copies the frames appended since the passive copy began
+//! and syncs, and makes the next commit write the log from its start again.
+//!
+//! The engine runs it, between two batches ([`restart_here`]), when this thread asks. This
+//! thread ran it itself before, in this process's turn to write ([`WriteTurns`]; with
+//! SQLite's busy handler alone it missed the microseconds between back-to-back batches,
+//! and the log grew to 9,000 frames in 3 s, each page lookup searching it: `walFindFrame`,
+//! 11 % of the engine's time). But a saturated engine then queued behind a thread that had
+//! yet to be scheduled, on two cores busy with RADIUS. Restarted by the engine, RADIUS
+//! p99.9 at 64 in flight fell from 3.8 to 3.3 ms and from 3.6 to 3.3 ms, and p99 by 4–6 %,
+//! in two sets of alternated runs (BENCHMARKS.md). If the engine has not restarted the log
+//! one round after being asked (it is idle, or a reader held on), this thread does, in its
+//! turn.
+//!
+//! The engine keeps SQLite's own checkpoint as a fallback at [`ENGINE_FALLBACK`] frames,
+//! should this thread fall behind.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -33,7 +43,7 @@ use super::{WriteTurns, wait_for_turn};
 /// How often the log is copied.
 const POLL: Duration = Duration::from_millis(20);
 /// Frames in the log after which it is restarted (SQLite's own default threshold).
-const RESTART_AT: i64 = 1000;
+pub(super) const RESTART_AT: i64 = 1000;
 /// How long a `RESTART` checkpoint waits for its turn to write and then for readers.
 const RESTART_PATIENCE: Duration = Duration::from_millis(50);
 /// The engine connection's `wal_autocheckpoint`: only reached if this thread falls behind.
@@ -41,15 +51,46 @@ pub const ENGINE_FALLBACK: i64 = 10_000;
 
 /// Starts the checkpoint thread for the database file at `path`; it ends when `stop`'s
 /// sender is dropped.
-pub fn start(path: &Path, turns: WriteTurns, stop: Receiver<()>) -> anyhow::Result<()> {
+pub fn start(path: &Path, turns: WriteTurns, restarts: Arc<LogRestarts>, stop: Receiver<()>) -> anyhow::Result<()> {
     let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(RESTART_PATIENCE)?;
     std::thread::Builder::new()
         .name("tessera-ckpt".into())
-        .spawn(move || run(&conn, &turns, &stop))
+        .spawn(move || run(&conn, &turns, &restarts, &stop))
         .context("cannot start the SQLite checkpoint thread")?;
     Ok(())
+}
+
+/// Between the checkpoint thread and the engine: whether the log should restart, and how
+/// often the engine restarted it.
+#[derive(Default)]
+pub struct LogRestarts {
+    wanted: AtomicBool,
+    by_engine: AtomicU64,
+}
+
+impl LogRestarts {
+    /// How many times the engine restarted the log.
+    pub fn by_engine(&self) -> u64 {
+        self.by_engine.load(Ordering::Relaxed)
+    }
+}
+
+/// On the engine's thread, between two batches, when the checkpoint thread asked: restarts
+/// the log, waiting for readers or another writer only as long as the connection's busy
+/// handler lets it (the checkpoint thread asks again next round, and restarts it itself).
+pub fn restart_here(conn: &Connection, restarts: &LogRestarts) {
+    if !restarts.wanted.load(Ordering::Relaxed) || !restarts.wanted.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    match checkpoint(conn, "RESTART") {
+        Ok((0, _, _)) => {
+            restarts.by_engine.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(_) => tracing::debug!("WAL restart on the engine's thread found the database busy"),
+        Err(e) => tracing::debug!(error = %e, "WAL restart on the engine's thread failed"),
+    }
 }
 
 /// `(busy, frames in the log, frames copied)` after a checkpoint in `mode`.
@@ -57,20 +98,34 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)
     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
 }
 
-fn run(conn: &Connection, turns: &WriteTurns, stop: &Receiver<()>) {
+fn run(conn: &Connection, turns: &WriteTurns, restarts: &LogRestarts, stop: &Receiver<()>) {
     let mut failing = false;
+    // Whether the last round asked the engine to restart the log.
+    let mut asked = false;
     loop {
         match stop.recv_timeout(POLL) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
         let result = checkpoint(conn, "PASSIVE").and_then(|(busy, log, _)| {
-            if busy == 0 && log >= RESTART_AT {
-                // Busy (the engine or a reader held on past the patience) is not an
-                // error: the next round tries again.
-                if let Some(_turn) = wait_for_turn(turns, Instant::now() + RESTART_PATIENCE) {
-                    checkpoint(conn, "RESTART")?;
-                }
+            if busy != 0 || log < RESTART_AT {
+                asked = false;
+                return Ok(());
+            }
+            // The engine restarts the log between two batches, once per round asked. Asked
+            // a round ago and not done (the engine is idle, or found the database busy):
+            // here too.
+            restarts.wanted.store(true, Ordering::Release);
+            if !asked {
+                asked = true;
+                return Ok(());
+            }
+            // Busy (the engine or a reader held on past the patience) is not an error: the
+            // next round tries again.
+            if let Some(_turn) = wait_for_turn(turns, Instant::now() + RESTART_PATIENCE) {
+                restarts.wanted.store(false, Ordering::Release);
+                checkpoint(conn, "RESTART")?;
+                asked = false;
             }
             Ok(())
         });
@@ -104,7 +159,7 @@ mod tests {
         writer.pragma_update(None, "wal_autocheckpoint", ENGINE_FALLBACK).unwrap();
         writer.execute_batch("CREATE TABLE t (v BLOB NOT NULL)").unwrap();
         let (keep, stop) = std::sync::mpsc::channel();
-        start(&path, turns.clone(), stop).unwrap();
+        start(&path, turns.clone(), Arc::default(), stop).unwrap();
         (dir, writer, keep)
     }
 

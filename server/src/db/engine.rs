@@ -43,6 +43,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::WriteTurns;
 use super::audit::Entry;
+use super::checkpoint::{LogRestarts, restart_here};
 use super::failures::{self, Failures};
 use super::passcodes::PasscodeRow;
 use super::runs::{self, Run};
@@ -74,6 +75,8 @@ const WRITE_PATIENCE: Duration = Duration::from_secs(5);
 /// another process, so the answer still arrives in time.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(150);
 
+/// How long a restart of the log between two batches waits for readers or a writer.
+const RESTART_PATIENCE: Duration = Duration::from_millis(1);
 /// How long the engine sleeps between tries for a write lock another connection holds.
 const LOCK_POLL: Duration = Duration::from_micros(100);
 /// How long preparing the statements may wait for a lock at startup (rusqlite's default
@@ -232,11 +235,18 @@ pub struct Engine<J, O> {
     queue: mpsc::Sender<Pending<J, O>>,
     /// The database file and this server's run on it, removed at a clean stop.
     run: Arc<(Box<Path>, Run)>,
+    #[cfg(test)]
+    log_restarts: Arc<LogRestarts>,
 }
 
 impl<J, O> Clone for Engine<J, O> {
     fn clone(&self) -> Self {
-        Self { queue: self.queue.clone(), run: self.run.clone() }
+        Self {
+            queue: self.queue.clone(),
+            run: self.run.clone(),
+            #[cfg(test)]
+            log_restarts: self.log_restarts.clone(),
+        }
     }
 }
 
@@ -269,17 +279,24 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         let memory = Memory::load(&conn)?;
         // The checkpoint thread ends with this one, when `checkpoints` is dropped.
         let (checkpoints, stop) = std::sync::mpsc::channel::<()>();
-        super::checkpoint::start(path, turns.clone(), stop)?;
+        let log_restarts = Arc::new(LogRestarts::default());
+        super::checkpoint::start(path, turns.clone(), log_restarts.clone(), stop)?;
         let (queue, rx) = mpsc::channel(QUEUE);
+        let restarts = log_restarts.clone();
         std::thread::Builder::new()
             .name("tessera-sqlite".into())
             .spawn(move || {
                 TOGETHER.set(together);
-                run(conn, &turns, memory, rx, handler, early);
+                run(conn, &turns, &restarts, memory, rx, handler, early);
                 drop(checkpoints);
             })
             .context("cannot start the SQLite verification thread")?;
-        Ok(Self { queue, run: Arc::new((path.into(), this_run)) })
+        Ok(Self {
+            queue,
+            run: Arc::new((path.into(), this_run)),
+            #[cfg(test)]
+            log_restarts,
+        })
     }
 
     /// Marks a clean stop: removes this server's run with a synced commit, which puts every
@@ -385,6 +402,7 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
 fn run<J, O, H>(
     conn: Connection,
     turns: &WriteTurns,
+    restarts: &LogRestarts,
     mut memory: Memory,
     mut rx: mpsc::Receiver<Pending<J, O>>,
     mut handler: H,
@@ -426,6 +444,8 @@ fn run<J, O, H>(
         // writers waiting on SQLite's lock may never find it free (db::WriteTurns).
         let saturated = idle_at.elapsed() >= SATURATED_AFTER;
         decide_batch(&conn, saturated.then_some(turns), &mut stmts, &mut memory, &mut batch, &mut handler, early);
+        LOCK_DEADLINE.set(Some(Instant::now() + RESTART_PATIENCE));
+        restart_here(&conn, restarts);
     }
     tracing::debug!("SQLite verification engine stopped");
 }
@@ -1098,6 +1118,27 @@ mod tests {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         feeder.join().unwrap();
         assert!(stored(&path).len() > 100, "the engine kept writing meanwhile");
+    }
+
+    #[tokio::test]
+    async fn the_engine_restarts_the_log_between_batches() {
+        let (dir, _path, engine) = engine();
+        // Four pages a batch, 1,500 batches: 6,000 frames (25 MB) if the log never restarts.
+        for _ in 0..1500 {
+            engine
+                .write(false, |conn| conn.execute("INSERT INTO t (v) VALUES (zeroblob(4 * 4000))", []))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let frames = std::fs::metadata(dir.path().join("e.db-wal")).unwrap().len() / (4096 + 24);
+        assert!(frames < 3 * super::super::checkpoint::RESTART_AT as u64, "the log grew to {frames} frames");
+        // Asked at least once every round in which the log held 1,000 frames.
+        assert!(
+            engine.log_restarts.by_engine() >= 2,
+            "the engine restarted the log {} times",
+            engine.log_restarts.by_engine()
+        );
     }
 
     #[tokio::test]
