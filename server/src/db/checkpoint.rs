@@ -125,11 +125,11 @@ fn run(conn: &Connection, turns: &WriteTurns, restarts: &LogRestarts, stop: &Rec
                 asked = false;
                 return Ok(());
             }
+            // Copy what the engine appended meanwhile, so that its restart has little left.
+            checkpoint(conn, "PASSIVE")?;
             // The engine restarts the log between two batches, once per round asked. Asked
             // a round ago and not done (the engine is idle, or found the database busy):
             // here too.
-            // Copy what the engine appended meanwhile, so that its restart has little left.
-            checkpoint(conn, "PASSIVE")?;
             restarts.wanted.store(true, Ordering::Release);
             if !asked {
                 asked = true;
