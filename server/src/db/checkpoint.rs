@@ -84,19 +84,22 @@ impl LogRestarts {
         self.wanted.store(true, Ordering::Release);
     }
 
+    /// Whether the checkpoint thread asked for a restart since the last call.
+    pub fn take_request(&self) -> bool {
+        self.wanted.load(Ordering::Relaxed) && self.wanted.swap(false, Ordering::AcqRel)
+    }
+
     /// How many times the engine restarted the log.
     pub fn by_engine(&self) -> u64 {
         self.by_engine.load(Ordering::Relaxed)
     }
 }
 
-/// On the engine's thread, between two batches, when the checkpoint thread asked: restarts
-/// the log, waiting for readers or another writer only as long as the connection's busy
-/// handler lets it (the checkpoint thread asks again next round, and restarts it itself).
+/// On the engine's thread, between two batches, once [`LogRestarts::take_request`] said
+/// the checkpoint thread asked: restarts the log, waiting for readers or another writer
+/// only as long as the connection's busy handler lets it (the checkpoint thread asks again
+/// next round, and restarts it itself).
 pub fn restart_here(conn: &Connection, restarts: &LogRestarts) {
-    if !restarts.wanted.load(Ordering::Relaxed) || !restarts.wanted.swap(false, Ordering::AcqRel) {
-        return;
-    }
     match checkpoint(conn, "RESTART") {
         Ok((0, _, _)) => {
             restarts.by_engine.fetch_add(1, Ordering::Relaxed);
