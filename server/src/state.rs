@@ -12,6 +12,30 @@ use crate::domain::passcode::PasscodeKey;
 use crate::service::limiter::RateLimiter;
 use crate::service::verify::{Decision, Request, decide_in_transaction};
 
+/// A token request's nonce, to be recorded until `expires_at`.
+pub struct Nonce {
+    pub device_key_id: String,
+    pub nonce: String,
+    pub expires_at: i64,
+}
+
+/// Whether a passcode request may have its PIN checked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Its nonce was seen before; no attempt was taken.
+    Replay,
+    /// The device has used up its PIN attempts.
+    Locked,
+    /// The attempt was taken: the device's count of attempts, this one included.
+    Attempt(i64),
+}
+
+impl From<Option<i64>> for Admission {
+    fn from(reserved: Option<i64>) -> Self {
+        reserved.map_or(Self::Locked, Self::Attempt)
+    }
+}
+
 /// Name of the server secret that keys passcode hashes.
 pub const PASSCODE_SECRET: &str = "passcode-hmac-v1";
 
@@ -79,11 +103,12 @@ impl AppState {
 
     // The token API's writes on every passcode request. On a SQLite file they run on the
     // verification engine's thread, inside its batches (`Engine::write`), so that RADIUS
-    // never waits for them; on PostgreSQL through the pool. Only the PIN attempt is synced
-    // to the disk before the answer, as every pool commit is: a power loss must not give a
-    // guesser attempts back. A nonce or a passcode lost to a power loss costs nothing: the
-    // start after it voids every unused passcode (`db::runs`), and a replayed request is
-    // sealed to the token that sent it, so its answer is of no use to the replayer.
+    // never waits for them; on PostgreSQL through the pool. Only the PIN attempt (in one
+    // write with its request's nonce) is synced to the disk before the answer, as every pool
+    // commit is: a power loss must not give a guesser attempts back. A nonce or a passcode
+    // lost to a power loss costs nothing: the start after it voids every unused passcode
+    // (`db::runs`), and a replayed request is sealed to the token that sent it, so its
+    // answer is of no use to the replayer.
 
     /// Records a token request's nonce; false when it was seen before (a replay).
     pub async fn record_nonce(&self, device_key_id: &str, nonce: &str, expires_at: i64) -> anyhow::Result<bool> {
@@ -94,13 +119,24 @@ impl AppState {
         Ok(engine.write(false, move |conn| nonces::record_nonce_in(conn, &device_key_id, &nonce, expires_at)).await?)
     }
 
-    /// Takes a PIN attempt before the PIN is checked (`Store::reserve_pin_attempt`): the new
-    /// count, or `None` when the device is locked.
-    pub async fn reserve_pin_attempt(&self, device_id: i64, limit: i64) -> anyhow::Result<Option<i64>> {
+    /// Records a passcode request's nonce and, if it was not seen before, takes a PIN
+    /// attempt before the PIN is checked (`Store::reserve_pin_attempt`). On SQLite both are
+    /// one synced write of the engine's: one trip to its thread instead of two.
+    pub async fn admit_pin_check(&self, nonce: Nonce, device_id: i64, limit: i64) -> anyhow::Result<Admission> {
         let Some(engine) = &self.engine else {
-            return Ok(self.store.reserve_pin_attempt(device_id, limit).await?);
+            if !self.store.record_nonce(&nonce.device_key_id, &nonce.nonce, nonce.expires_at).await? {
+                return Ok(Admission::Replay);
+            }
+            return Ok(Admission::from(self.store.reserve_pin_attempt(device_id, limit).await?));
         };
-        Ok(engine.write(true, move |conn| devices::reserve_pin_attempt_in(conn, device_id, limit)).await?)
+        Ok(engine
+            .write(true, move |conn| {
+                if !nonces::record_nonce_in(conn, &nonce.device_key_id, &nonce.nonce, nonce.expires_at)? {
+                    return Ok(Admission::Replay);
+                }
+                Ok(Admission::from(devices::reserve_pin_attempt_in(conn, device_id, limit)?))
+            })
+            .await?)
     }
 
     /// Stores an issued passcode with its audit entry (`Store::insert_passcode`).

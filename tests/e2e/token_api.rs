@@ -104,6 +104,21 @@ fn a_replayed_request_is_refused_and_a_stale_one_too() {
 }
 
 #[test]
+fn a_replayed_wrong_pin_is_refused_as_a_replay_and_takes_no_second_attempt() {
+    let (f, raw) = registered_raw_token();
+    let (sealed, key) = raw.seal(Purpose::Passcode, &raw.passcode_body("000000", now()));
+    let (status, reply) = raw.send(&sealed, &key);
+    assert_eq!((status, error_kind(&reply)), (403, ErrorKind::WrongPin));
+    for _ in 0..2 {
+        let (status, reply) = raw.send(&sealed, &key);
+        assert_eq!((status, error_kind(&reply)), (409, ErrorKind::Replay));
+    }
+    let listing = f.server.cli_ok(&["user", "list", "--domain", DOMAIN]);
+    let rawuser = listing.lines().find(|l| l.starts_with("rawuser")).unwrap_or_default();
+    assert!(rawuser.contains("active, 1 wrong PIN"), "one attempt taken, not three: {listing}");
+}
+
+#[test]
 fn an_unknown_device_is_told_so() {
     let f = Fixture::new(&[]);
     let stranger = RawToken::new(&f.server);

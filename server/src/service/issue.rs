@@ -6,13 +6,15 @@ use tessera_protocol::envelope::Purpose;
 use tessera_protocol::request::Opened;
 use tessera_protocol::wire::{ErrorKind, Passcode, PasscodeBody, Reply, SealedBody, TokenError};
 
-use super::token::{Answer, Unopened, check_fresh, internal, open, parse_body, refuse, verify_signature};
+use super::token::{
+    Answer, Unopened, check_fresh, check_time, internal, open, parse_body, refuse, replay, verify_signature,
+};
 use crate::db::audit::Entry;
 use crate::db::devices::DeviceRow;
 use crate::db::domains::DomainRow;
 use crate::db::passcodes::NewPasscode;
 use crate::domain::{passcode, pin};
-use crate::state::AppState;
+use crate::state::{Admission, AppState, Nonce};
 
 /// Handles `POST /v1/passcode`.
 pub async fn issue_passcode(
@@ -37,9 +39,20 @@ async fn issued(state: &AppState, domain: &DomainRow, opened: &Opened, source: I
         .map_err(|e| internal("device lookup failed", e))?
         .ok_or_else(|| refuse(ErrorKind::UnknownDevice, "this device is not registered with the domain"))?;
     verify_signature(state, opened, &device.public_key).await?;
-    check_fresh(state, &body.device_id, body.timestamp, &body.nonce).await?;
     let now = crate::now();
-    let (user_id, username) = usable(&device, now)?;
+    let (user_id, username) = match usable(&device, now) {
+        Ok(user) => user,
+        Err(refusal) => {
+            // A replay is refused as such whatever the device's state.
+            check_fresh(state, &body.device_id, body.timestamp, &body.nonce).await?;
+            return Err(refusal);
+        }
+    };
+    let nonce = Nonce {
+        device_key_id: body.device_id.clone(),
+        nonce: body.nonce.clone(),
+        expires_at: check_time(body.timestamp, &body.nonce)?,
+    };
     let audit = |kind: &'static str, detail: String| Entry {
         actor: "token",
         kind,
@@ -51,10 +64,12 @@ async fn issued(state: &AppState, domain: &DomainRow, opened: &Opened, source: I
 
     // Take the attempt before checking, so parallel guesses cannot exceed the limit.
     let limit = domain.max_pin_failures;
-    let Some(count) = state.reserve_pin_attempt(device.id, limit).await.map_err(|e| internal("PIN count failed", e))?
-    else {
-        return Err(locked());
-    };
+    let count =
+        match state.admit_pin_check(nonce, device.id, limit).await.map_err(|e| internal("PIN count failed", e))? {
+            Admission::Attempt(count) => count,
+            Admission::Locked => return Err(locked()),
+            Admission::Replay => return Err(replay()),
+        };
     let (pin, hash) = (body.pin.clone(), device.pin_hash.clone());
     let right = state.argon2(move || pin::verify(&pin, &hash)).await.map_err(|e| internal("PIN check failed", e))?;
     if !right {

@@ -92,6 +92,17 @@ pub async fn verify_signature(state: &AppState, opened: &Opened, public_key_der:
 
 /// Refuses stale requests and replays (the nonce table is shared by every node).
 pub async fn check_fresh(state: &AppState, device_key_id: &str, timestamp: i64, nonce: &str) -> Result<(), TokenError> {
+    let expires_at = check_time(timestamp, nonce)?;
+    let fresh = state
+        .record_nonce(device_key_id, nonce, expires_at)
+        .await
+        .map_err(|e| internal("recording a request nonce failed", e))?;
+    if fresh { Ok(()) } else { Err(replay()) }
+}
+
+/// Refuses stale requests and malformed nonces; the time until which the nonce must be
+/// remembered (past it, the request is stale anyway).
+pub fn check_time(timestamp: i64, nonce: &str) -> Result<i64, TokenError> {
     let now = crate::now();
     if (now - timestamp).abs() > MAX_CLOCK_SKEW_SECS {
         return Err(refuse(
@@ -103,9 +114,10 @@ pub async fn check_fresh(state: &AppState, device_key_id: &str, timestamp: i64, 
     if !valid_nonce {
         return Err(refuse(ErrorKind::BadRequest, "the request nonce is malformed"));
     }
-    let fresh = state
-        .record_nonce(device_key_id, nonce, now + 2 * MAX_CLOCK_SKEW_SECS)
-        .await
-        .map_err(|e| internal("recording a request nonce failed", e))?;
-    if fresh { Ok(()) } else { Err(refuse(ErrorKind::Replay, "this request was already received (replay refused)")) }
+    Ok(now + 2 * MAX_CLOCK_SKEW_SECS)
+}
+
+/// The refusal of a request whose nonce was seen before.
+pub fn replay() -> TokenError {
+    refuse(ErrorKind::Replay, "this request was already received (replay refused)")
 }
