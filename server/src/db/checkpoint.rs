@@ -8,15 +8,16 @@
 //! worse: appending to a growing file makes every commit's fsync slower.
 //!
 //! This thread, with a connection of its own, copies the log concurrently (`PASSIVE`: it
-//! never blocks the engine) every [`POLL`]. A passive checkpoint cannot restart the log
-//! while the engine keeps appending (and a log that only grows makes every fsync dearer:
-//! 19–21k Accepts/s at 16 in flight instead of 31–34k), so once the log holds
-//! [`RESTART_AT`] frames the log is restarted with a `RESTART` checkpoint. That one holds
-//! the engine back while it copies what the passive copies left and syncs, and makes the
-//! next commit write the log from its start again. A second passive copy right before it
-//! leaves only what the engine appended during the first: at [`RESTART_AT`] 2,000, each
-//! alternated with the 1,000 of before, RADIUS p99.9 at 64 in flight was 13 % worse with
-//! one copy and 5 % worse (within the runs' spread) with two.
+//! never blocks the engine) every [`POLL`], or every [`QUIET_POLL`] while the engine writes
+//! little. A passive checkpoint cannot restart the log while the engine keeps appending
+//! (and a log that only grows makes every fsync dearer: 19–21k Accepts/s at 16 in flight
+//! instead of 31–34k), so once the log holds [`RESTART_AT`] frames the log is restarted
+//! with a `RESTART` checkpoint. That one holds the engine back while it copies what the
+//! passive copies left and syncs, and makes the next commit write the log from its start
+//! again. A second passive copy right before it leaves only what the engine appended during
+//! the first: at [`RESTART_AT`] 2,000, each alternated with the 1,000 of before, RADIUS
+//! p99.9 at 64 in flight was 13 % worse with one copy and 5 % worse (within the runs'
+//! spread) with two.
 //!
 //! The engine runs it, between two batches ([`restart_here`]), when this thread asks. This
 //! thread ran it itself before, in this process's turn to write ([`WriteTurns`]; with

@@ -64,12 +64,15 @@ async fn issued(state: &AppState, domain: &DomainRow, opened: &Opened, source: I
 
     // Take the attempt before checking, so parallel guesses cannot exceed the limit.
     let limit = domain.max_pin_failures;
-    let count =
-        match state.admit_pin_check(nonce, device.id, limit).await.map_err(|e| internal("PIN count failed", e))? {
-            Admission::Attempt(count) => count,
-            Admission::Locked => return Err(locked()),
-            Admission::Replay => return Err(replay()),
-        };
+    let count = match state
+        .admit_pin_check(nonce, device.id, limit)
+        .await
+        .map_err(|e| internal("recording the nonce and the PIN attempt failed", e))?
+    {
+        Admission::Attempt(count) => count,
+        Admission::Locked => return Err(locked()),
+        Admission::Replay => return Err(replay()),
+    };
     let (pin, hash) = (body.pin.clone(), device.pin_hash.clone());
     let right = state.argon2(move || pin::verify(&pin, &hash)).await.map_err(|e| internal("PIN check failed", e))?;
     if !right {
