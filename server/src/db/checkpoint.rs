@@ -8,16 +8,15 @@
 //! worse: appending to a growing file makes every commit's fsync slower.
 //!
 //! This thread, with a connection of its own, copies the log concurrently (`PASSIVE`: it
-//! never blocks the engine) every [`POLL`], or every [`QUIET_POLL`] while the engine writes
-//! little. A passive checkpoint cannot restart the log while the engine keeps appending
-//! (and a log that only grows makes every fsync dearer: 19–21k Accepts/s at 16 in flight
-//! instead of 31–34k), so once the log holds [`RESTART_AT`] frames the log is restarted
-//! with a `RESTART` checkpoint. That one holds the engine back while it copies what the
-//! passive copies left and syncs, and makes the next commit write the log from its start
-//! again. A second passive copy right before it leaves only what the engine appended during
-//! the first: at [`RESTART_AT`] 2,000, each alternated with the 1,000 of before, RADIUS
-//! p99.9 at 64 in flight was 13 % worse with one copy and 5 % worse (within the runs'
-//! spread) with two.
+//! never blocks the engine) every [`POLL`]. A passive checkpoint cannot restart the log
+//! while the engine keeps appending (and a log that only grows makes every fsync dearer:
+//! 19–21k Accepts/s at 16 in flight instead of 31–34k), so once the log holds
+//! [`RESTART_AT`] frames the log is restarted with a `RESTART` checkpoint. That one holds
+//! the engine back while it copies what the passive copies left and syncs, and makes the
+//! next commit write the log from its start again. A second passive copy right before it
+//! leaves only what the engine appended during the first: at [`RESTART_AT`] 2,000, each
+//! alternated with the 1,000 of before, RADIUS p99.9 at 64 in flight was 13 % worse with
+//! one copy and 5 % worse (within the runs' spread) with two.
 //!
 //! The engine runs it, between two batches ([`restart_here`]), when this thread asks. This
 //! thread ran it itself before, in this process's turn to write ([`WriteTurns`]; with
@@ -46,12 +45,6 @@ use super::{WriteTurns, wait_for_turn};
 
 /// How often the log is copied.
 const POLL: Duration = Duration::from_millis(20);
-/// How often while the engine writes little: fewer than [`BUSY_FRAMES`] frames a round.
-/// Each copy syncs the log and the database file, and at the token API's rate (three small
-/// commits a passcode) those syncs took 1.3 % of the server's CPU during issuance.
-const QUIET_POLL: Duration = Duration::from_millis(100);
-/// Frames appended in a round above which the log is copied every [`POLL`].
-const BUSY_FRAMES: i64 = 100;
 /// Frames in the log after which it is restarted. Each restart holds the engine back for a
 /// sync, and at SQLite's own threshold, 1,000, those pauses set RADIUS p99 at 64 in flight:
 /// 1.72 ms, against 1.27 ms at 2,000 (alternated runs, BENCHMARKS.md). 3,000 gave the same
@@ -125,17 +118,12 @@ fn run(conn: &Connection, turns: &WriteTurns, restarts: &LogRestarts, stop: &Rec
     let mut failing = false;
     // Whether the last round asked the engine to restart the log.
     let mut asked = false;
-    // Frames in the log after the last round, and how long to wait for the next.
-    let (mut last_log, mut wait) = (0, POLL);
     loop {
-        match stop.recv_timeout(wait) {
+        match stop.recv_timeout(POLL) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
         let result = checkpoint(conn, "PASSIVE").and_then(|(busy, log, _)| {
-            // A log shorter than at the last round has restarted since.
-            let appended = if log >= last_log { log - last_log } else { log };
-            (last_log, wait) = (log, if appended < BUSY_FRAMES { QUIET_POLL } else { POLL });
             if busy != 0 || log < RESTART_AT {
                 asked = false;
                 return Ok(());
