@@ -10,6 +10,12 @@ use super::engine::sqlite_sql;
 const RESERVE_PIN_ATTEMPT: &str =
     "UPDATE devices SET wrong_pins = wrong_pins + 1 WHERE id = $1 AND wrong_pins < $2 RETURNING wrong_pins";
 
+/// A device and its user's state by domain and key id: `$1` domain id, `$2` key id.
+const DEVICE_BY_KEY: &str = "SELECT d.id, d.user_id, u.username AS username, u.disabled AS user_disabled, \
+            d.public_key, d.pin_hash, d.registration_expires_at, d.wrong_pins, d.disabled \
+     FROM devices d LEFT JOIN users u ON u.id = d.user_id \
+     WHERE d.domain_id = $1 AND d.device_key_id = $2";
+
 /// A device with the state of its user, as the passcode flow needs it.
 #[derive(Clone, Debug, FromRow)]
 pub struct DeviceRow {
@@ -67,17 +73,34 @@ impl Store {
         Ok(())
     }
 
-    pub async fn device_by_key(&self, domain_id: i64, device_key_id: &str) -> sqlx::Result<Option<DeviceRow>> {
-        sqlx::query_as(
-            "SELECT d.id, d.user_id, u.username AS username, u.disabled AS user_disabled, d.public_key, d.pin_hash, \
-                    d.registration_expires_at, d.wrong_pins, d.disabled \
-             FROM devices d LEFT JOIN users u ON u.id = d.user_id \
-             WHERE d.domain_id = $1 AND d.device_key_id = $2",
-        )
-        .bind(domain_id)
-        .bind(device_key_id.to_owned())
-        .fetch_optional(self.pool())
-        .await
+    /// The device with key id `device_key_id` in the domain. On a SQLite file read on this
+    /// thread (`db::reader`).
+    pub async fn device_by_key(&self, domain_id: i64, device_key_id: &str) -> anyhow::Result<Option<DeviceRow>> {
+        let read = |conn: &Connection| {
+            conn.prepare_cached(&sqlite_sql(DEVICE_BY_KEY))?
+                .query_row(params![domain_id, device_key_id], |r| {
+                    Ok(DeviceRow {
+                        id: r.get(0)?,
+                        user_id: r.get(1)?,
+                        username: r.get(2)?,
+                        user_disabled: r.get(3)?,
+                        public_key: r.get(4)?,
+                        pin_hash: r.get(5)?,
+                        registration_expires_at: r.get(6)?,
+                        wrong_pins: r.get(7)?,
+                        disabled: r.get(8)?,
+                    })
+                })
+                .optional()
+        };
+        if let Some(row) = self.read_here(read)? {
+            return Ok(row);
+        }
+        Ok(sqlx::query_as(DEVICE_BY_KEY)
+            .bind(domain_id)
+            .bind(device_key_id.to_owned())
+            .fetch_optional(self.pool())
+            .await?)
     }
 
     /// Binds an unexpired pending registration to `username` (created if new), atomically.

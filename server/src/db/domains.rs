@@ -1,8 +1,10 @@
 //! Domains and their HPKE key pairs.
 
+use rusqlite::{Connection, OptionalExtension as _};
 use sqlx::FromRow;
 
 use super::Store;
+use super::engine::sqlite_sql;
 use crate::domain::DomainSettings;
 
 /// A domain as stored.
@@ -39,8 +41,15 @@ pub struct NewDomain<'a> {
     pub private_key: &'a [u8],
 }
 
-const COLUMNS: &str = "id, code, name, device_name, passcode_lifetime_secs, pin_min_length, passcode_length, \
-     max_pin_failures, registration_ttl_secs, public_key, private_key, created_at";
+macro_rules! columns {
+    () => {
+        "id, code, name, device_name, passcode_lifetime_secs, pin_min_length, passcode_length, \
+         max_pin_failures, registration_ttl_secs, public_key, private_key, created_at"
+    };
+}
+const COLUMNS: &str = columns!();
+/// `$1`: the code.
+const BY_CODE: &str = concat!("SELECT ", columns!(), " FROM domains WHERE code = $1");
 
 impl Store {
     pub async fn insert_domain(&self, d: NewDomain<'_>) -> sqlx::Result<i64> {
@@ -71,11 +80,32 @@ impl Store {
             .await
     }
 
-    pub async fn domain_by_code(&self, code: &str) -> sqlx::Result<Option<DomainRow>> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM domains WHERE code = $1")))
-            .bind(code.to_owned())
-            .fetch_optional(self.pool())
-            .await
+    /// The domain with `code`. On a SQLite file read on this thread (`db::reader`).
+    pub async fn domain_by_code(&self, code: &str) -> anyhow::Result<Option<DomainRow>> {
+        let read = |conn: &Connection| {
+            conn.prepare_cached(&sqlite_sql(BY_CODE))?
+                .query_row([code], |r| {
+                    Ok(DomainRow {
+                        id: r.get(0)?,
+                        code: r.get(1)?,
+                        name: r.get(2)?,
+                        device_name: r.get(3)?,
+                        passcode_lifetime_secs: r.get(4)?,
+                        pin_min_length: r.get(5)?,
+                        passcode_length: r.get(6)?,
+                        max_pin_failures: r.get(7)?,
+                        registration_ttl_secs: r.get(8)?,
+                        public_key: r.get(9)?,
+                        private_key: r.get(10)?,
+                        created_at: r.get(11)?,
+                    })
+                })
+                .optional()
+        };
+        if let Some(row) = self.read_here(read)? {
+            return Ok(row);
+        }
+        Ok(sqlx::query_as(BY_CODE).bind(code.to_owned()).fetch_optional(self.pool()).await?)
     }
 
     pub async fn domain_by_id(&self, id: i64) -> sqlx::Result<Option<DomainRow>> {

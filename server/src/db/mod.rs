@@ -15,6 +15,7 @@ pub mod failures;
 pub mod login_failures;
 pub mod nonces;
 pub mod passcodes;
+pub mod reader;
 pub mod runs;
 pub mod throttle;
 pub mod user_index;
@@ -92,6 +93,8 @@ pub struct Store {
     sqlite_file: Option<PathBuf>,
     /// For a SQLite file: whose turn it is to write.
     turns: Option<WriteTurns>,
+    /// For a SQLite file: connections for the token API's point reads (`db::reader`).
+    readers: Option<Arc<reader::Readers>>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -143,7 +146,8 @@ impl Store {
         migrator.run(&pool).await.context("applying database migrations failed")?;
         let sqlite_file = (engine == Engine::Sqlite).then(|| sqlite_file(&url)).flatten();
         let turns = sqlite_file.is_some().then(WriteTurns::default);
-        Ok(Self { pool, engine, sqlite_file, turns })
+        let readers = sqlite_file.as_deref().map(|path| Arc::new(reader::Readers::new(path)));
+        Ok(Self { pool, engine, sqlite_file, turns, readers })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -162,6 +166,20 @@ impl Store {
     /// The queue of writers to the SQLite file (none on PostgreSQL or in memory).
     pub fn write_turns(&self) -> Option<WriteTurns> {
         self.turns.clone()
+    }
+
+    /// Runs `read` on this thread, on a SQLite file; `None` on PostgreSQL or in memory, or
+    /// when the file was busy (`db::reader`): the caller then reads through the pool.
+    pub(crate) fn read_here<T>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> anyhow::Result<Option<T>> {
+        let Some(readers) = &self.readers else { return Ok(None) };
+        match readers.read(read) {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if reader::is_busy(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Waits for this process's turn to write to a SQLite file; hold it until the write

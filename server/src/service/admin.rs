@@ -51,7 +51,11 @@ pub async fn add_domain(store: &Store, actor: &str, spec: DomainSpec) -> Result<
 /// The domain with `code`, or a refusal naming it.
 pub async fn domain(store: &Store, code: &str) -> Result<DomainRow> {
     let code = DomainCode::parse(code).map_err(|e| Error::refused(e.to_string()))?;
-    store.domain_by_code(&code.to_string()).await?.ok_or_else(|| Error::refused(format!("no domain with code {code}")))
+    store
+        .domain_by_code(&code.to_string())
+        .await
+        .map_err(Error::Internal)?
+        .ok_or_else(|| Error::refused(format!("no domain with code {code}")))
 }
 
 /// A network client to create.

@@ -49,7 +49,7 @@ pub async fn load_domain(state: &AppState, code: &str) -> Result<(DomainCode, Do
         .store
         .domain_by_code(&code.to_string())
         .await
-        .map_err(|e| Unopened::Internal(e.into()))?
+        .map_err(Unopened::Internal)?
         .ok_or(Unopened::UnknownDomain)?;
     let keys = ServerKeyPair::from_bytes(&row.private_key, &row.public_key)
         .map_err(|_| Unopened::Internal(anyhow::anyhow!("stored key pair of domain {code} is invalid")))?;
