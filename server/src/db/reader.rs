@@ -2,9 +2,12 @@
 //! request (the domain, the device).
 //!
 //! Through the pool each read crossed to sqlx's worker thread and back: about six thread
-//! wake-ups and 0.14 ms of that thread's CPU per passcode, and every wake-up on two cores busy
-//! with argon2id pre-empted an argon2id thread (BENCHMARKS.md, Next steps item 19). Read
-//! here, a lookup by a unique key takes some microseconds of the runtime's thread.
+//! wake-ups and 0.14 ms of that thread's CPU per passcode, and on two cores busy with
+//! argon2id each wake-up could pre-empt an argon2id thread (BENCHMARKS.md, Next steps item
+//! 19). Read here, a lookup by a unique key takes some microseconds of the runtime's thread.
+//! (A read that must go to the disk holds that thread as long; the domains and the pages of
+//! the devices that ask for passcodes are few and stay in the page cache. RADIUS has
+//! threads of its own.)
 //!
 //! A read never waits: the connections have no busy handler, and a read that finds the
 //! file busy (SQLite's WAL-index being rebuilt, say) is reported as [`Busy`], for the
@@ -57,7 +60,8 @@ impl Readers {
     }
 
     fn open(&self) -> anyhow::Result<Connection> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        // A plain path, as the engine's: no `file:` URI interpretation.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&self.path, flags)
             .with_context(|| format!("cannot open {}", self.path.display()))?;
         conn.pragma_update(None, "query_only", true)?;
