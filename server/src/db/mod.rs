@@ -329,6 +329,22 @@ pub(crate) mod test_db {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_read_here_that_finds_the_file_busy_is_left_to_the_pool_and_other_failures_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
+        let failing = |code| {
+            move |_: &rusqlite::Connection| -> rusqlite::Result<i64> {
+                Err(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None))
+            }
+        };
+        assert_eq!(store.read_here(|c| c.query_row("SELECT 7", [], |r| r.get::<_, i64>(0))).unwrap(), Some(7));
+        assert_eq!(store.read_here(failing(rusqlite::ffi::SQLITE_BUSY)).unwrap(), None);
+        assert_eq!(store.read_here(failing(rusqlite::ffi::SQLITE_LOCKED)).unwrap(), None);
+        assert!(store.read_here(failing(rusqlite::ffi::SQLITE_CORRUPT)).is_err());
+    }
+
     #[test]
     fn passwords_in_urls_are_hidden() {
         assert_eq!(redact_url("postgres://u:secret@db/x"), "postgres://u:***@db/x");
