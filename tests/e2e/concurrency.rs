@@ -57,3 +57,23 @@ fn many_requests_from_one_socket_get_one_verified_answer_each() {
     assert_eq!(tally(&answers), (1, 199), "one use of the passcode");
     assert!(!f.server.log().contains("segmentation refused"), "answers went out in segmented sends");
 }
+
+/// The nice value of each of the server's threads named `name`.
+fn nice_of_threads(pid: u32, name: &str) -> Vec<i64> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("stat")).ok())
+        .filter(|stat| stat[stat.find('(').unwrap() + 1..stat.rfind(')').unwrap()] == *name)
+        // After the name: state is field 3, nice field 19.
+        .map(|stat| stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(16).unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn the_radius_thread_runs_three_nice_steps_below_the_server_so_that_the_engine_gets_a_core_first() {
+    let f = Fixture::new(&[]);
+    let main = nice_of_threads(f.server.pid(), "tessera-server");
+    let radius = nice_of_threads(f.server.pid(), "tessera-radius");
+    assert_eq!(radius.len(), 1, "{radius:?}");
+    assert_eq!(radius[0], (main[0] + 3).min(19), "main thread {main:?}");
+}

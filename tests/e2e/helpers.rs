@@ -171,6 +171,11 @@ impl TestServer {
     }
 
     /// Stops the server (SIGKILL) and starts it again on the same database and ports.
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
