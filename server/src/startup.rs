@@ -116,7 +116,6 @@ fn serve_radius_on_own_thread(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(ReplyCache, tokio::task::JoinHandle<anyhow::Result<()>>)> {
     let socket = socket.into_std().context("cannot move the RADIUS socket to its thread")?;
-    let engine = state.engine.is_some();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -131,9 +130,7 @@ fn serve_radius_on_own_thread(
     let thread = std::thread::Builder::new()
         .name("tessera-radius".into())
         .spawn(move || {
-            if engine {
-                make_way_for_the_engine();
-            }
+            make_way_for_the_engine();
             runtime.block_on(radius.run(stop))
         })
         .context("cannot start the RADIUS thread")?;
@@ -152,8 +149,8 @@ const RADIUS_NICE_STEPS: i32 = 3;
 /// the engine gets the core when it wakes, and the RADIUS thread still runs ahead of the
 /// `SCHED_IDLE` crypto threads. Alternated on copies of a 1,000,000-user database: Accepts
 /// at 16 in flight +12 % and at 64 +8 % (6 pairs, BENCHMARKS.md); one step gained less, six
-/// lost. Raising one's own nice value needs no privilege. On PostgreSQL there is no engine:
-/// the RADIUS thread checks passcodes itself, at the server's priority.
+/// lost. Raising one's own nice value needs no privilege. (On PostgreSQL there is no engine,
+/// and RADIUS is served on the runtime's threads, at the server's priority.)
 fn make_way_for_the_engine() {
     use rustix::process::{getpriority_process, setpriority_process};
     let result = getpriority_process(None).and_then(|now| setpriority_process(None, (now + RADIUS_NICE_STEPS).min(19)));
