@@ -1,5 +1,7 @@
 //! Devices (token public keys): pending registrations, validation and wrong-PIN counting.
 
+use std::sync::LazyLock;
+
 use rusqlite::{Connection, OptionalExtension as _, params};
 use sqlx::FromRow;
 
@@ -15,6 +17,8 @@ const DEVICE_BY_KEY: &str = "SELECT d.id, d.user_id, u.username AS username, u.d
             d.public_key, d.pin_hash, d.registration_expires_at, d.wrong_pins, d.disabled \
      FROM devices d LEFT JOIN users u ON u.id = d.user_id \
      WHERE d.domain_id = $1 AND d.device_key_id = $2";
+/// [`DEVICE_BY_KEY`] in SQLite's numbered form, made once: the token API runs it per request.
+static DEVICE_BY_KEY_SQLITE: LazyLock<String> = LazyLock::new(|| sqlite_sql(DEVICE_BY_KEY));
 
 /// A device with the state of its user, as the passcode flow needs it.
 #[derive(Clone, Debug, FromRow)]
@@ -77,7 +81,7 @@ impl Store {
     /// thread (`db::reader`).
     pub async fn device_by_key(&self, domain_id: i64, device_key_id: &str) -> anyhow::Result<Option<DeviceRow>> {
         let read = |conn: &Connection| {
-            conn.prepare_cached(&sqlite_sql(DEVICE_BY_KEY))?
+            conn.prepare_cached(&DEVICE_BY_KEY_SQLITE)?
                 .query_row(params![domain_id, device_key_id], |r| {
                     Ok(DeviceRow {
                         id: r.get(0)?,

@@ -1,5 +1,7 @@
 //! Domains and their HPKE key pairs.
 
+use std::sync::LazyLock;
+
 use rusqlite::{Connection, OptionalExtension as _};
 use sqlx::FromRow;
 
@@ -50,6 +52,8 @@ macro_rules! columns {
 const COLUMNS: &str = columns!();
 /// `$1`: the code.
 const BY_CODE: &str = concat!("SELECT ", columns!(), " FROM domains WHERE code = $1");
+/// [`BY_CODE`] in SQLite's numbered form, made once: the token API runs it per request.
+static BY_CODE_SQLITE: LazyLock<String> = LazyLock::new(|| sqlite_sql(BY_CODE));
 
 impl Store {
     pub async fn insert_domain(&self, d: NewDomain<'_>) -> sqlx::Result<i64> {
@@ -83,7 +87,7 @@ impl Store {
     /// The domain with `code`. On a SQLite file read on this thread (`db::reader`).
     pub async fn domain_by_code(&self, code: &str) -> anyhow::Result<Option<DomainRow>> {
         let read = |conn: &Connection| {
-            conn.prepare_cached(&sqlite_sql(BY_CODE))?
+            conn.prepare_cached(&BY_CODE_SQLITE)?
                 .query_row([code], |r| {
                     Ok(DomainRow {
                         id: r.get(0)?,
