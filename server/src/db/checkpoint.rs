@@ -177,10 +177,12 @@ fn run(conn: &Connection, turns: &WriteTurns, restarts: &LogRestarts, stop: &Rec
 }
 
 /// The wait before the next round, from the log's frames at the last round and now (fewer
-/// now: the log was restarted and written from its start again).
+/// now: the log was restarted and written from its start again). A log due for a restart
+/// keeps the short rounds: the engine, asked to restart it, may be idle, and this thread
+/// then restarts it itself the next round, before the next burst's first batch would.
 fn next_wait(last_log: i64, log: i64) -> Duration {
     let appended = if log >= last_log { log - last_log } else { log };
-    if appended < QUIET_FRAMES { QUIET_POLL } else { POLL }
+    if appended < QUIET_FRAMES && log < RESTART_AT { QUIET_POLL } else { POLL }
 }
 
 #[cfg(test)]
@@ -194,6 +196,7 @@ mod tests {
         assert_eq!(next_wait(500, 500 + QUIET_FRAMES), POLL, "a busy engine");
         assert_eq!(next_wait(1900, 40), QUIET_POLL, "restarted, then a few frames");
         assert_eq!(next_wait(1900, 300), POLL, "restarted, then many frames");
+        assert_eq!(next_wait(RESTART_AT, RESTART_AT + 10), POLL, "a restart due, asked of the engine");
     }
 
     /// A fresh WAL database with a table `t`, a writer on it set up as the engine is, and
