@@ -8,8 +8,7 @@
 //! worse: appending to a growing file makes every commit's fsync slower.
 //!
 //! This thread, with a connection of its own, copies the log concurrently (`PASSIVE`: it
-//! never blocks the engine) every [`POLL`], or every [`QUIET_POLL`] while the log grows
-//! slowly (the token API's writes alone, or an idle server). A passive checkpoint cannot restart the log
+//! never blocks the engine) every [`POLL`]. A passive checkpoint cannot restart the log
 //! while the engine keeps appending (and a log that only grows makes every fsync dearer:
 //! 19–21k Accepts/s at 16 in flight instead of 31–34k), so once the log holds
 //! [`RESTART_AT`] frames the log is restarted with a `RESTART` checkpoint. That one holds
@@ -44,16 +43,8 @@ use rusqlite::Connection;
 
 use super::{WriteTurns, wait_for_turn};
 
-/// How often the log is copied while the engine writes much.
+/// How often the log is copied.
 const POLL: Duration = Duration::from_millis(20);
-/// How often it is copied after a round that found fewer than [`QUIET_FRAMES`] new frames.
-/// Each copy wakes this thread and syncs the file twice: every 20 ms that took about
-/// 0.13 ms of CPU and two pre-emptions of argon2id per issued passcode (BENCHMARKS.md).
-const QUIET_POLL: Duration = Duration::from_millis(100);
-/// New frames since the last round below which the next round waits [`QUIET_POLL`]. A
-/// busy RADIUS path appends thousands a second and keeps the 20 ms rounds; a burst after
-/// a quiet spell waits at most one slow round.
-const QUIET_FRAMES: i64 = 100;
 /// Frames in the log after which it is restarted. Each restart holds the engine back for a
 /// sync, and at SQLite's own threshold, 1,000, those pauses set RADIUS p99 at 64 in flight:
 /// 1.72 ms, against 1.27 ms at 2,000 (alternated runs, BENCHMARKS.md). 3,000 gave the same
@@ -127,17 +118,12 @@ fn run(conn: &Connection, turns: &WriteTurns, restarts: &LogRestarts, stop: &Rec
     let mut failing = false;
     // Whether the last round asked the engine to restart the log.
     let mut asked = false;
-    // The log's frames at the last round, and the wait before the next.
-    let mut last_log = 0;
-    let mut wait = POLL;
     loop {
-        match stop.recv_timeout(wait) {
+        match stop.recv_timeout(POLL) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
         let result = checkpoint(conn, "PASSIVE").and_then(|(busy, log, _)| {
-            wait = next_wait(last_log, log);
-            last_log = log.max(0);
             if busy != 0 || log < RESTART_AT {
                 asked = false;
                 return Ok(());
@@ -176,28 +162,9 @@ fn run(conn: &Connection, turns: &WriteTurns, restarts: &LogRestarts, stop: &Rec
     }
 }
 
-/// The wait before the next round, from the log's frames at the last round and now (fewer
-/// now: the log was restarted and written from its start again). A log due for a restart
-/// keeps the short rounds: the engine, asked to restart it, may be idle, and this thread
-/// then restarts it itself the next round, before the next burst's first batch would.
-fn next_wait(last_log: i64, log: i64) -> Duration {
-    let appended = if log >= last_log { log - last_log } else { log };
-    if appended < QUIET_FRAMES && log < RESTART_AT { QUIET_POLL } else { POLL }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rounds_slow_down_only_while_the_log_grows_slowly() {
-        assert_eq!(next_wait(0, 0), QUIET_POLL, "an idle log");
-        assert_eq!(next_wait(500, 560), QUIET_POLL, "a few frames since the last round");
-        assert_eq!(next_wait(500, 500 + QUIET_FRAMES), POLL, "a busy engine");
-        assert_eq!(next_wait(1900, 40), QUIET_POLL, "restarted, then a few frames");
-        assert_eq!(next_wait(1900, 300), POLL, "restarted, then many frames");
-        assert_eq!(next_wait(RESTART_AT, RESTART_AT + 10), POLL, "a restart due, asked of the engine");
-    }
 
     /// A fresh WAL database with a table `t`, a writer on it set up as the engine is, and
     /// the checkpoint thread running with `turns` (it stops when the sender is dropped).
