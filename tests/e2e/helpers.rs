@@ -170,12 +170,12 @@ impl TestServer {
         self.child = Some(child);
     }
 
-    /// Stops the server (SIGKILL) and starts it again on the same database and ports.
     /// The server process's id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("the server is running").id()
     }
 
+    /// Stops the server (SIGKILL) and starts it again on the same database and ports.
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
