@@ -45,6 +45,7 @@ use super::WriteTurns;
 use super::audit::Entry;
 use super::checkpoint::{LogRestarts, restart_here};
 use super::failures::{self, Failures};
+use super::log_sync::LogSync;
 use super::passcodes::PasscodeRow;
 use super::runs::{self, Run};
 use super::user_index::{self, UserIndex};
@@ -147,9 +148,8 @@ type WriteAnswer<T> = oneshot::Receiver<Result<T, EngineError>>;
 enum Work<J, O> {
     /// A request for the handler to decide.
     Decide { job: J, reply: Option<Reply<J, O>> },
-    /// A write of another part of the server (the token API's), run as it is; `synced`: its
-    /// batch commits with `synchronous = FULL`.
-    Write { run: WriteFn, done: Option<WriteDone>, synced: bool },
+    /// A write of another part of the server (the token API's), run as it is.
+    Write { run: WriteFn, done: Option<WriteDone> },
 }
 
 /// One queued item with its deadline. Dropped unanswered (the engine stopped), it answers
@@ -164,9 +164,10 @@ impl<J, O> Pending<J, O> {
         Self { work: Work::Decide { job, reply: Some(reply) }, deadline }
     }
 
-    /// A write (see [`Engine::write`]) and where its result arrives.
+    /// A write (see [`Engine::write`]) and where its result arrives; with `log`, only once
+    /// the log has been synced after its batch committed.
     fn write<T: Send + 'static>(
-        synced: bool,
+        log: Option<&LogSync>,
         mut write: impl FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> (Self, WriteAnswer<T>) {
         // The value of the last run, handed over once its batch has committed.
@@ -178,19 +179,23 @@ impl<J, O> Pending<J, O> {
             *kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(value);
             Ok(())
         });
-        let done: WriteDone = Box::new(move |outcome| {
+        let finish = move |outcome: Result<(), EngineError>| {
             let value = outcome.and_then(|()| {
                 let value = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
                 value.ok_or_else(|| EngineError::Failed("bug: a write committed without its result".into()))
             });
             let _ = tx.send(value);
-        });
-        let work = Work::Write { run, done: Some(done), synced };
+        };
+        let done: WriteDone = match log.cloned() {
+            None => Box::new(finish),
+            // Committed: the answer waits for the log-sync thread, the engine does not.
+            Some(log) => Box::new(move |outcome| match outcome {
+                Ok(()) => log.after_sync(Box::new(move |synced| finish(synced.map_err(EngineError::Failed)))),
+                Err(e) => finish(Err(e)),
+            }),
+        };
+        let work = Work::Write { run, done: Some(done) };
         (Self { work, deadline: Instant::now() + WRITE_PATIENCE }, rx)
-    }
-
-    fn is_synced_write(&self) -> bool {
-        matches!(self.work, Work::Write { synced: true, .. })
     }
 
     fn answered(&self) -> bool {
@@ -235,6 +240,8 @@ pub struct Engine<J, O> {
     queue: mpsc::Sender<Pending<J, O>>,
     /// The database file and this server's run on it, removed at a clean stop.
     run: Arc<(Box<Path>, Run)>,
+    /// Syncs the log for synced writes ([`Engine::write`]).
+    log: LogSync,
     #[cfg(test)]
     log_restarts: Arc<LogRestarts>,
 }
@@ -244,6 +251,7 @@ impl<J, O> Clone for Engine<J, O> {
         Self {
             queue: self.queue.clone(),
             run: self.run.clone(),
+            log: self.log.clone(),
             #[cfg(test)]
             log_restarts: self.log_restarts.clone(),
         }
@@ -281,6 +289,7 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         let (checkpoints, stop) = std::sync::mpsc::channel::<()>();
         let log_restarts = Arc::new(LogRestarts::default());
         super::checkpoint::start(path, turns.clone(), log_restarts.clone(), stop)?;
+        let log = LogSync::start(path)?;
         let (queue, rx) = mpsc::channel(QUEUE);
         let restarts = log_restarts.clone();
         std::thread::Builder::new()
@@ -294,6 +303,7 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         Ok(Self {
             queue,
             run: Arc::new((path.into(), this_run)),
+            log,
             #[cfg(test)]
             log_restarts,
         })
@@ -313,9 +323,11 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
     }
 
     /// Runs `write` on the engine's thread, inside the transaction of its next batch, and
-    /// returns what it returned once that batch has committed. With `synced`, the batch
-    /// commits with `synchronous = FULL`: the write is on the disk when this returns, as the
-    /// pool's commits are; without, it is as durable as a RADIUS consumption (a crash or
+    /// returns what it returned once that batch has committed. With `synced`, it returns
+    /// only once the log has been synced after that commit, by a thread of its own
+    /// ([`LogSync`]): the write is on the disk when this returns, as the pool's commits are,
+    /// and the engine goes on deciding meanwhile; without, it is as durable as a RADIUS
+    /// consumption (a crash or
     /// `kill -9` loses nothing, a power loss may lose the last moments). The token API writes
     /// this way on a SQLite file, so the engine never waits for its writes: through the pool
     /// they held the write lock for milliseconds across their trips through the runtime and
@@ -328,7 +340,7 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         synced: bool,
         write: impl FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, EngineError> {
-        let (pending, answer) = Pending::write(synced, write);
+        let (pending, answer) = Pending::write(synced.then_some(&self.log), write);
         self.queue(pending);
         answer.await.unwrap_or(Err(EngineError::Stopped))
     }
@@ -529,9 +541,6 @@ where
 {
     // When saturated, this process's writers first (db::WriteTurns); then SQLite's lock.
     let _turn = turns.map(take_turn).transpose()?;
-    // A batch holding a synced write commits durably (Engine::write). Set before the transaction
-    // (SQLite refuses to change it inside one), put back after it, rolled back or not.
-    let _synced = requests.iter().any(Pending::is_synced_write).then(|| Synced::new(conn)).transpose()?;
     // IMMEDIATE takes the write lock first, so a batch never fails half-way on an upgrade.
     // Unchecked (by `&Connection`): the engine's statements borrow the connection for its
     // whole life, and this thread runs one transaction at a time.
@@ -602,24 +611,6 @@ where
         }
     });
     Ok(())
-}
-
-/// `synchronous = FULL` on the engine's connection while it lives, `NORMAL` again after.
-struct Synced<'c>(&'c Connection);
-
-impl<'c> Synced<'c> {
-    fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        Ok(Self(conn))
-    }
-}
-
-impl Drop for Synced<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.0.pragma_update(None, "synchronous", "NORMAL") {
-            tracing::warn!(error = %e, "could not put the engine's commits back to synchronous = NORMAL");
-        }
-    }
 }
 
 /// Waits in line with this process's other writers (db::WriteTurns) until the batch's lock
@@ -1170,11 +1161,25 @@ mod tests {
         assert_eq!(stored(&path), vec![2, 5, 5]);
     }
 
+    #[tokio::test]
+    async fn a_synced_write_returns_only_after_a_sync_of_the_log() {
+        let (_dir, _path, engine) = engine();
+        let insert = |conn: &Connection| conn.execute("INSERT INTO t (v) VALUES (5)", []);
+        engine.write(false, insert).await.unwrap();
+        assert_eq!(engine.log.syncs(), 0, "a write that is not synced waits for no sync");
+        engine.write(true, insert).await.unwrap();
+        assert_eq!(engine.log.syncs(), 1);
+    }
+
     /// A write that inserts `v` and answers the `synchronous` setting its batch runs with
-    /// (2 FULL, 1 NORMAL), counting its runs.
-    fn insert_and_tell(synced: bool, v: i64, runs: &Arc<AtomicUsize>) -> (Pending<i64, i64>, WriteAnswer<i64>) {
+    /// (2 FULL, 1 NORMAL), counting its runs; answered after a sync of the log with `log`.
+    fn insert_and_tell(
+        log: Option<&LogSync>,
+        v: i64,
+        runs: &Arc<AtomicUsize>,
+    ) -> (Pending<i64, i64>, WriteAnswer<i64>) {
         let runs = runs.clone();
-        Pending::write(synced, move |conn| {
+        Pending::write(log, move |conn| {
             runs.fetch_add(1, Ordering::Relaxed);
             conn.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
             conn.pragma_query_value(None, "synchronous", |r| r.get(0))
@@ -1182,9 +1187,10 @@ mod tests {
     }
 
     #[test]
-    fn a_write_in_a_batch_that_rolls_back_runs_again_alone_and_a_synced_one_commits_with_full() {
+    fn a_write_in_a_batch_that_rolls_back_runs_again_alone_and_a_synced_one_waits_for_a_sync() {
         let (_dir, path) = schema();
         let conn = open(&path).unwrap();
+        let log = LogSync::start(&path).unwrap();
         let mut stmts = Prepared::new(&conn).unwrap();
         let mut memory = Memory::load(&conn).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -1195,33 +1201,24 @@ mod tests {
         let runs = Arc::new(AtomicUsize::new(0));
         // A decision, a synced write, then a decision that fails the batch.
         let ((two, two_answer), (write, written), (bad, bad_answer)) =
-            (decision(2), insert_and_tell(true, 7, &runs), decision(-1));
+            (decision(2), insert_and_tell(Some(&log), 7, &runs), decision(-1));
         let mut batch = vec![two, write, bad];
         decide_batch(&conn, None, &mut stmts, &mut memory, &mut batch, &mut insert_or_fail, ends_in_one);
-        assert_eq!(written.blocking_recv().unwrap().unwrap(), 2, "committed with synchronous = FULL");
+        // The engine's commit does not sync (NORMAL); the log-sync thread did, before the answer.
+        assert_eq!(written.blocking_recv().unwrap().unwrap(), 1, "committed with synchronous = NORMAL");
+        assert_eq!(log.syncs(), 1);
         assert_eq!(runs.load(Ordering::Relaxed), 2, "run in the batch, then again alone");
         assert_eq!(two_answer.blocking_recv().unwrap().unwrap(), 20);
         assert!(matches!(bad_answer.blocking_recv().unwrap(), Err(EngineError::Failed(_))));
         assert_eq!(stored(&path), vec![2, 7]);
-        // A write that is not synced leaves the batch at NORMAL, as the engine runs after one.
-        let (write, written) = insert_and_tell(false, 8, &runs);
+        // A write that is not synced waits for no sync.
+        let (write, written) = insert_and_tell(None, 8, &runs);
         let (three, three_answer) = decision(3);
         let mut batch = vec![write, three];
         decide_batch(&conn, None, &mut stmts, &mut memory, &mut batch, &mut insert_or_fail, ends_in_one);
         assert_eq!(written.blocking_recv().unwrap().unwrap(), 1, "NORMAL");
         assert_eq!(three_answer.blocking_recv().unwrap().unwrap(), 31);
         assert_eq!(stored(&path), vec![2, 3, 7, 8]);
-    }
-
-    #[test]
-    fn a_synced_batch_commits_with_synchronous_full_and_puts_normal_back() {
-        let (_dir, path) = schema();
-        let conn = open(&path).unwrap();
-        let setting = || -> i64 { conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap() };
-        assert_eq!(setting(), 1);
-        let synced = Synced::new(&conn).unwrap();
-        assert_eq!(setting(), 2, "FULL");
-        drop(synced);
-        assert_eq!(setting(), 1);
+        assert_eq!(log.syncs(), 1);
     }
 }
