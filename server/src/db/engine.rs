@@ -277,6 +277,9 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         H: FnMut(&mut TxLedger<'_, '_>, &J) -> anyhow::Result<O> + Send + 'static,
     {
         let conn = open(path)?;
+        // The log beside the file SQLite opened: it resolves symbolic links, and puts the
+        // log next to the link's target.
+        let log = LogSync::start(conn.path().map_or(path, Path::new))?;
         // Fail here, at startup, rather than on the engine's thread.
         LOCK_DEADLINE.set(Some(Instant::now() + STARTUP_PATIENCE));
         Prepared::new(&conn).context("cannot prepare the verification statements")?;
@@ -289,7 +292,6 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         let (checkpoints, stop) = std::sync::mpsc::channel::<()>();
         let log_restarts = Arc::new(LogRestarts::default());
         super::checkpoint::start(path, turns.clone(), log_restarts.clone(), stop)?;
-        let log = LogSync::start(path)?;
         let (queue, rx) = mpsc::channel(QUEUE);
         let restarts = log_restarts.clone();
         std::thread::Builder::new()
@@ -327,8 +329,8 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
     /// only once the log has been synced after that commit, by a thread of its own
     /// ([`LogSync`]): the write is on the disk when this returns, as the pool's commits are,
     /// and the engine goes on deciding meanwhile; without, it is as durable as a RADIUS
-    /// consumption (a crash or
-    /// `kill -9` loses nothing, a power loss may lose the last moments). The token API writes
+    /// consumption (a crash or `kill -9` loses nothing, a power loss may lose the last
+    /// moments). The token API writes
     /// this way on a SQLite file, so the engine never waits for its writes: through the pool
     /// they held the write lock for milliseconds across their trips through the runtime and
     /// sqlx's worker, and RADIUS p99 under full issuance load was 4-6x idle because of it
@@ -1169,6 +1171,20 @@ mod tests {
         assert_eq!(engine.log.syncs(), 0, "a write that is not synced waits for no sync");
         engine.write(true, insert).await.unwrap();
         assert_eq!(engine.log.syncs(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_synced_write_through_a_symbolic_link_syncs_the_log_beside_its_target() {
+        let (dir, path) = schema();
+        let link = dir.path().join("elsewhere").join("link.db");
+        std::fs::create_dir(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let engine = Engine::start(&link, WriteTurns::default(), insert_or_fail, ends_in_one, one_by_one).unwrap();
+        let insert = |conn: &Connection| conn.execute("INSERT INTO t (v) VALUES (5)", []);
+        let written = engine.write(true, insert).await;
+        assert!(written.is_ok(), "{written:?}");
+        assert_eq!(engine.log.syncs(), 1);
+        assert_eq!(stored(&path), vec![5]);
     }
 
     /// A write that inserts `v` and answers the `synchronous` setting its batch runs with
