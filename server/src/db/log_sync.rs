@@ -18,12 +18,9 @@
 //! file first. Answers waiting together share one sync.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-#[cfg(test)]
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
 
 use anyhow::Context as _;
 
@@ -35,7 +32,6 @@ pub type Waiter = Box<dyn FnOnce(Result<(), String>) + Send>;
 #[derive(Clone)]
 pub struct LogSync {
     waiters: Sender<Waiter>,
-    #[cfg(test)]
     syncs: Arc<AtomicU64>,
 }
 
@@ -46,24 +42,13 @@ impl LogSync {
         log.push("-wal");
         let log = PathBuf::from(log);
         let (waiters, rx) = mpsc::channel();
-        #[cfg(test)]
         let syncs = Arc::new(AtomicU64::new(0));
-        #[cfg(test)]
         let counted = syncs.clone();
         std::thread::Builder::new()
             .name("tessera-logsync".into())
-            .spawn(move || {
-                run(&log, &rx, || {
-                    #[cfg(test)]
-                    counted.fetch_add(1, Ordering::Relaxed);
-                });
-            })
+            .spawn(move || run(&log, &rx, &counted))
             .context("cannot start the thread that syncs the SQLite log")?;
-        Ok(Self {
-            waiters,
-            #[cfg(test)]
-            syncs,
-        })
+        Ok(Self { waiters, syncs })
     }
 
     /// Calls `waiter` once a sync of the log that started after this call has ended.
@@ -74,20 +59,21 @@ impl LogSync {
     }
 
     /// How many syncs of the log have succeeded.
-    #[cfg(test)]
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
     }
 }
 
-fn run(log: &Path, waiters: &Receiver<Waiter>, synced: impl Fn()) {
+fn run(log: &Path, waiters: &Receiver<Waiter>, syncs: &AtomicU64) {
     while let Ok(first) = waiters.recv() {
         // Every answer handed over before the sync starts is covered by it.
         let mut waiting = vec![first];
         waiting.extend(waiters.try_iter());
         let outcome = sync(log);
         match &outcome {
-            Ok(()) => synced(),
+            Ok(()) => {
+                syncs.fetch_add(1, Ordering::Relaxed);
+            }
             Err(e) => tracing::error!(error = e, "cannot sync the SQLite log; the writes waiting for it fail"),
         }
         for waiter in waiting {
