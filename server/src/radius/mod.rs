@@ -127,9 +127,10 @@ impl Radius {
         loop {
             if queue.is_empty() {
                 tokio::select! {
+                    // Fails only when the runtime's reactor is gone: nothing more will come.
                     r = self.socket.readable() => if let Err(e) = r {
-                        tracing::warn!(error = %e, "RADIUS socket not readable");
-                        continue;
+                        tracing::error!(error = %e, "RADIUS socket can no longer be read; listener stopped");
+                        break;
                     },
                     () = &mut stop => break,
                 }
