@@ -330,13 +330,12 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
     /// ([`LogSync`]): the write is on the disk when this returns, as the pool's commits are,
     /// and the engine goes on deciding meanwhile; without, it is as durable as a RADIUS
     /// consumption (a crash or `kill -9` loses nothing, a power loss may lose the last
-    /// moments). The token API writes
-    /// this way on a SQLite file, so the engine never waits for its writes: through the pool
-    /// they held the write lock for milliseconds across their trips through the runtime and
-    /// sqlx's worker, and RADIUS p99 under full issuance load was 4-6x idle because of it
-    /// (BENCHMARKS.md). `write` runs again if its batch rolls back (a neighbour failed) and
-    /// is retried alone, so it must only touch the database; an error it returns fails it
-    /// alone.
+    /// moments). The token API writes this way on a SQLite file, so the engine never waits
+    /// for its writes: through the pool they held the write lock for milliseconds across
+    /// their trips through the runtime and sqlx's worker, and RADIUS p99 under full issuance
+    /// load was 4-6x idle because of it (BENCHMARKS.md). `write` runs again if its batch
+    /// rolls back (a neighbour failed) and is retried alone, so it must only touch the
+    /// database; an error it returns fails it alone.
     pub async fn write<T: Send + 'static>(
         &self,
         synced: bool,
