@@ -29,17 +29,6 @@
 //! one round after being asked (it is idle, or a reader held on), this thread does, in its
 //! turn.
 //!
-//! Under a light but steady load (fewer than [`BUSY_BATCHES`] engine batches a round, as
-//! while passcodes are issued) the log is copied only every [`COPY_EVERY`] rounds, and in
-//! the rounds between this thread only syncs it (`fdatasync` of the `-wal` file, as the
-//! log-sync thread does). Each copy lets the engine's next commit restart the log, and
-//! SQLite syncs a restarted log's header on the engine's thread: copying every round took
-//! a copy, a sync of the database file and that header sync every 20 ms, for a few frames
-//! each (BENCHMARKS.md, Next steps item 24). The log is still synced every round in which
-//! the engine committed, so what a power loss can take stays the same. Once the engine
-//! pauses, the log is copied at the next round, as before; a busy engine gets a copy every
-//! round, as before.
-//!
 //! The engine keeps SQLite's own checkpoint as a fallback at [`ENGINE_FALLBACK`] frames,
 //! should this thread fall behind.
 
@@ -52,15 +41,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rusqlite::Connection;
 
-use super::log_sync;
 use super::{WriteTurns, wait_for_turn};
 
-/// How often the log is synced, and copied unless the load is light.
+/// How often the log is copied.
 const POLL: Duration = Duration::from_millis(20);
-/// Engine batches in a round from which the log is copied every round.
-const BUSY_BATCHES: u64 = 16;
-/// Under a lighter load, the log is copied every this many rounds (and synced in between).
-const COPY_EVERY: u32 = 5;
 /// Frames in the log after which it is restarted. Each restart holds the engine back for a
 /// sync, and at SQLite's own threshold, 1,000, those pauses set RADIUS p99 at 64 in flight:
 /// 1.72 ms, against 1.27 ms at 2,000 (alternated runs, BENCHMARKS.md). 3,000 gave the same
@@ -78,22 +62,19 @@ pub fn start(path: &Path, turns: WriteTurns, restarts: Arc<LogRestarts>, stop: R
     let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(RESTART_PATIENCE)?;
-    // The log beside the file SQLite opened (it resolves symbolic links).
-    let log = log_sync::log_path(conn.path().map_or(path, Path::new));
     std::thread::Builder::new()
         .name("tessera-ckpt".into())
-        .spawn(move || run(&conn, &log, &turns, &restarts, &stop))
+        .spawn(move || run(&conn, &turns, &restarts, &stop))
         .context("cannot start the SQLite checkpoint thread")?;
     Ok(())
 }
 
-/// Between the checkpoint thread and the engine: whether the log should restart, how often
-/// the engine restarted it, and how many batches the engine has committed.
+/// Between the checkpoint thread and the engine: whether the log should restart, and how
+/// often the engine restarted it.
 #[derive(Default)]
 pub struct LogRestarts {
     wanted: AtomicBool,
     by_engine: AtomicU64,
-    batches: AtomicU64,
 }
 
 impl LogRestarts {
@@ -111,12 +92,6 @@ impl LogRestarts {
     /// How many times the engine restarted the log.
     pub fn by_engine(&self) -> u64 {
         self.by_engine.load(Ordering::Relaxed)
-    }
-
-    /// On the engine's thread, after each batch has committed (or rolled back): its frames
-    /// are in the log file, for this thread to sync.
-    pub fn batch_done(&self) {
-        self.batches.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -139,66 +114,14 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)
     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
 }
 
-/// Whether a round copies the log or only syncs it, counted in the engine's batches.
-struct Rounds {
-    /// Batches when the last round began, when the log was last copied, and last synced.
-    seen: u64,
-    copied: u64,
-    synced: u64,
-    /// Rounds since the last copy.
-    since_copy: u32,
-}
-
-impl Rounds {
-    fn new(batches: u64) -> Self {
-        Self { seen: batches, copied: batches, synced: batches, since_copy: 0 }
-    }
-
-    /// Whether this round, with `batches` committed so far, only syncs the log (if the
-    /// engine committed since the last sync). `restarting`: a restart of the log is due.
-    fn sync_only(&mut self, batches: u64, restarting: bool) -> bool {
-        let new = batches - self.seen;
-        self.seen = batches;
-        self.since_copy += 1;
-        let paused = new == 0 && batches != self.copied;
-        let light = new < BUSY_BATCHES && !restarting;
-        if light && !paused && self.since_copy < COPY_EVERY {
-            return true;
-        }
-        self.since_copy = 0;
-        self.copied = batches;
-        false
-    }
-
-    /// Whether the engine committed since the log was last synced or copied.
-    fn unsynced(&self) -> bool {
-        self.synced != self.seen && self.copied != self.seen
-    }
-}
-
-fn run(conn: &Connection, wal: &Path, turns: &WriteTurns, restarts: &LogRestarts, stop: &Receiver<()>) {
+fn run(conn: &Connection, turns: &WriteTurns, restarts: &LogRestarts, stop: &Receiver<()>) {
     let mut failing = false;
     // Whether the last round asked the engine to restart the log.
     let mut asked = false;
-    let mut rounds = Rounds::new(restarts.batches.load(Ordering::Acquire));
     loop {
         match stop.recv_timeout(POLL) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        }
-        // Every commit counted here is in the log file: a sync from now on covers it.
-        if rounds.sync_only(restarts.batches.load(Ordering::Acquire), asked) {
-            if rounds.unsynced() {
-                match log_sync::sync(wal) {
-                    Ok(()) => rounds.synced = rounds.seen,
-                    // Copied next round instead, which syncs the log through SQLite.
-                    Err(e) => {
-                        tracing::warn!(error = e, "cannot sync the SQLite log; copying it next round");
-                        rounds.since_copy = COPY_EVERY;
-                    }
-                }
-            }
-            continue;
         }
         let result = checkpoint(conn, "PASSIVE").and_then(|(busy, log, _)| {
             if busy != 0 || log < RESTART_AT {
@@ -245,8 +168,7 @@ mod tests {
 
     /// A fresh WAL database with a table `t`, a writer on it set up as the engine is, and
     /// the checkpoint thread running with `turns` (it stops when the sender is dropped).
-    /// The writer's commits count as the engine's batches.
-    fn writer_with_checkpoints(turns: &WriteTurns) -> (tempfile::TempDir, Writer, std::sync::mpsc::Sender<()>) {
+    fn writer_with_checkpoints(turns: &WriteTurns) -> (tempfile::TempDir, Connection, std::sync::mpsc::Sender<()>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         let writer = Connection::open(&path).unwrap();
@@ -255,22 +177,8 @@ mod tests {
         writer.pragma_update(None, "wal_autocheckpoint", ENGINE_FALLBACK).unwrap();
         writer.execute_batch("CREATE TABLE t (v BLOB NOT NULL)").unwrap();
         let (keep, stop) = std::sync::mpsc::channel();
-        let restarts = Arc::new(LogRestarts::default());
-        start(&path, turns.clone(), restarts.clone(), stop).unwrap();
-        (dir, Writer { conn: writer, restarts }, keep)
-    }
-
-    /// A writer that tells the checkpoint thread of each commit, as the engine does.
-    struct Writer {
-        conn: Connection,
-        restarts: Arc<LogRestarts>,
-    }
-
-    impl Writer {
-        fn insert(&self, bytes: i64) {
-            self.conn.execute("INSERT INTO t (v) VALUES (zeroblob(?1))", [bytes]).unwrap();
-            self.restarts.batch_done();
-        }
+        start(&path, turns.clone(), Arc::default(), stop).unwrap();
+        (dir, writer, keep)
     }
 
     /// The furthest the log reached, in frames: the WAL file's size.
@@ -284,7 +192,7 @@ mod tests {
         // Four pages a commit, 3,000 commits: 12,000 frames (49 MB) without checkpoints. A
         // restarted log is written from its start again, so the file stops growing.
         for _ in 0..3000 {
-            writer.insert(4 * 4000);
+            writer.execute("INSERT INTO t (v) VALUES (zeroblob(4 * 4000))", []).unwrap();
             std::thread::sleep(Duration::from_micros(200));
         }
         let frames = log_frames(&dir);
@@ -300,61 +208,11 @@ mod tests {
         let until = std::time::Instant::now() + Duration::from_secs(2);
         while std::time::Instant::now() < until {
             let _turn = wait_for_turn(&turns, until + Duration::from_secs(1)).unwrap();
-            writer.insert(4 * 4000);
+            writer.execute("INSERT INTO t (v) VALUES (zeroblob(4 * 4000))", []).unwrap();
         }
         // 3,300–4,900 frames here with the checkpoint taking its turn (RESTART_AT 2,000),
         // over 14,000 (and growing) without.
         let frames = log_frames(&dir);
         assert!(frames < 4 * RESTART_AT as u64, "the log grew to {frames} frames");
-    }
-
-    #[test]
-    fn rounds_copy_a_busy_or_paused_log_and_only_sync_a_lightly_loaded_one() {
-        let mut rounds = Rounds::new(0);
-        // Light: 4 batches a round; synced 4 rounds of 5, copied the fifth.
-        let mut copies = Vec::new();
-        for round in 1..=10u64 {
-            let sync_only = rounds.sync_only(4 * round, false);
-            assert_eq!(rounds.unsynced(), sync_only, "round {round}: every sync-only round has commits to sync");
-            if sync_only {
-                rounds.synced = rounds.seen;
-            } else {
-                copies.push(round);
-            }
-        }
-        assert_eq!(copies, [5, 10]);
-        assert!(rounds.sync_only(42, false) && rounds.unsynced());
-        rounds.synced = rounds.seen;
-        // Paused: copied at the first round without a batch, then neither copied nor synced.
-        assert!(!rounds.sync_only(42, false));
-        assert!(rounds.sync_only(42, false) && !rounds.unsynced());
-        assert!(rounds.sync_only(42, false) && !rounds.unsynced());
-        // Busy: copied every round.
-        assert!((1..=5).all(|round| !rounds.sync_only(42 + BUSY_BATCHES * round, false)));
-        // A restart due: copied, whatever the load.
-        assert!(!rounds.sync_only(42 + BUSY_BATCHES * 5 + 1, true));
-    }
-
-    #[test]
-    fn a_lightly_loaded_log_waits_for_its_round_and_is_copied_once_the_writer_pauses() {
-        let (dir, writer, _keep) = writer_with_checkpoints(&WriteTurns::default());
-        // The database file grows only when the log is copied into it.
-        let copied = || std::fs::metadata(dir.path().join("c.db")).unwrap().len();
-        let before = copied();
-        // One commit every 10 ms, 3 rounds' worth: synced, not copied.
-        let started = Instant::now();
-        for _ in 0..6 {
-            writer.insert(8000);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if started.elapsed() < POLL * (COPY_EVERY - 1) {
-            assert_eq!(copied(), before, "copied under a light load before its round");
-        }
-        // Paused: copied within a round or two.
-        let until = Instant::now() + Duration::from_secs(5);
-        while copied() == before && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(copied() > before, "not copied after the writer paused");
     }
 }

@@ -457,7 +457,6 @@ fn run<J, O, H>(
         // writers waiting on SQLite's lock may never find it free (db::WriteTurns).
         let saturated = idle_at.elapsed() >= SATURATED_AFTER;
         decide_batch(&conn, saturated.then_some(turns), &mut stmts, &mut memory, &mut batch, &mut handler, early);
-        restarts.batch_done();
         if restarts.take_request() {
             LOCK_DEADLINE.set(Some(Instant::now() + RESTART_PATIENCE));
             restart_here(&conn, restarts);

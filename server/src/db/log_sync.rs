@@ -38,7 +38,9 @@ pub struct LogSync {
 impl LogSync {
     /// Starts the thread that syncs the log of the SQLite database at `database`.
     pub fn start(database: &Path) -> anyhow::Result<Self> {
-        let log = log_path(database);
+        let mut log = database.as_os_str().to_owned();
+        log.push("-wal");
+        let log = PathBuf::from(log);
         let (waiters, rx) = mpsc::channel();
         let syncs = Arc::new(AtomicU64::new(0));
         let counted = syncs.clone();
@@ -80,18 +82,11 @@ fn run(log: &Path, waiters: &Receiver<Waiter>, syncs: &AtomicU64) {
     }
 }
 
-/// The write-ahead log of the SQLite database at `database`.
-pub(super) fn log_path(database: &Path) -> PathBuf {
-    let mut log = database.as_os_str().to_owned();
-    log.push("-wal");
-    PathBuf::from(log)
-}
-
 /// `fdatasync` of the log file, opened afresh each time: whichever file is at the path now
 /// is the one SQLite writes. Closing it releases no lock of SQLite's (closing any descriptor
 /// of a file drops the process's POSIX locks on that file): SQLite locks the database file
 /// and the `-shm` file, never the log.
-pub(super) fn sync(log: &Path) -> Result<(), String> {
+fn sync(log: &Path) -> Result<(), String> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
