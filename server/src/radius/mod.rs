@@ -31,10 +31,11 @@ use packet::{ACCESS_ACCEPT, ACCESS_REJECT, ACCESS_REQUEST, Frame, MAX_PACKET_LEN
 /// Longest a passcode check may take before the request is rejected (clients wait 3-60 s).
 const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Requests queued or handled at once; beyond this, datagrams are dropped (the client retries).
+/// Requests queued or handled at once; beyond this, datagrams are dropped (the client
+/// retries).
 pub const MAX_IN_FLIGHT: usize = 1024;
-/// Requests of one network client queued or handled at once: a flood from one client fills its own
-/// share and is dropped there, leaving the rest of [`MAX_IN_FLIGHT`] to the others.
+/// Requests of one network client queued or handled at once: a flood from one client fills
+/// its own share and is dropped there, leaving the rest of [`MAX_IN_FLIGHT`] to the others.
 /// A VPN concentrator or a directory in front of many users keeps hundreds outstanding.
 pub const MAX_IN_FLIGHT_PER_CLIENT: usize = 256;
 
