@@ -100,14 +100,19 @@ impl CryptoPool {
     /// A job whose caller has gone away (a dropped request) is skipped.
     pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
+        self.spawn(move || {
             if !tx.is_closed() {
                 let _ = tx.send(f());
             }
         });
-        self.queue.lock().jobs.push_back(job);
-        self.queue.ready.notify_one();
         rx.await.map_err(|_| anyhow::anyhow!("a crypto job panicked"))
+    }
+
+    /// Queues `job` to run on one of the pool's threads once the jobs queued before it have
+    /// started. Nothing waits for it: the job hands its result on itself.
+    pub fn spawn(&self, job: impl FnOnce() + Send + 'static) {
+        self.queue.lock().jobs.push_back(Box::new(job));
+        self.queue.ready.notify_one();
     }
 }
 

@@ -2,13 +2,19 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+use zeroize::Zeroizing;
+
 use crate::crypto_pool::{CryptoPool, RadiusLoad};
 use crate::db::Store;
 use crate::db::audit::Entry;
-use crate::db::engine::{Engine, TxLedger};
+use crate::db::engine::{Engine, EngineError, TxLedger};
 use crate::db::passcodes::NewPasscode;
 use crate::db::{devices, nonces, passcodes, verify};
-use crate::domain::passcode::PasscodeKey;
+use crate::domain::passcode::{self, PasscodeKey};
+use crate::domain::pin;
 use crate::service::limiter::RateLimiter;
 use crate::service::verify::{Decision, Request, decide_in_transaction};
 
@@ -119,41 +125,126 @@ impl AppState {
         Ok(engine.write(false, move |conn| nonces::record_nonce_in(conn, &device_key_id, &nonce, expires_at)).await?)
     }
 
-    /// Records a passcode request's nonce and, if it was not seen before, takes a PIN
-    /// attempt before the PIN is checked (`Store::reserve_pin_attempt`). On SQLite both are
-    /// one synced write of the engine's: one trip to its thread instead of two.
-    pub async fn admit_pin_check(&self, nonce: Nonce, device_id: i64, limit: i64) -> anyhow::Result<Admission> {
+    /// A passcode request's PIN check, in three steps: its nonce recorded and, if it was
+    /// not seen before, a PIN attempt taken, both on the disk before the PIN is checked
+    /// (`Store::reserve_pin_attempt`); the PIN checked with argon2id; if it is right, a
+    /// passcode generated and stored with `issued` as its audit entry
+    /// (`Store::insert_passcode`).
+    ///
+    /// On SQLite each step starts the next on the thread where it ends: the log-sync thread
+    /// queues the argon2id job, which queues the passcode's write, whose commit answers the
+    /// request. So the runtime wakes once for the three steps instead of three times; with
+    /// both cores busy verifying PINs, each wake-up pre-empts an argon2id thread
+    /// (BENCHMARKS.md, Next steps item 25). On PostgreSQL the steps run one after the other
+    /// through the pool.
+    pub async fn check_pin_and_issue(&self, check: PinCheck, issued: Entry<'_>) -> anyhow::Result<PinChecked> {
         let Some(engine) = &self.engine else {
-            if !self.store.record_nonce(&nonce.device_key_id, &nonce.nonce, nonce.expires_at).await? {
+            return self.check_pin_and_issue_in_steps(check, issued).await;
+        };
+        let (tx, answer) = oneshot::channel::<anyhow::Result<PinChecked>>();
+        let PinCheck { nonce, device_id, user_id, limit, pin, pin_hash, passcode_length, expires_at, now } = check;
+        let mut audit = verify::audit_values(&issued, 0);
+        let (argon2, key, storing) = (self.argon2.clone(), self.passcode_key.clone(), engine.clone());
+        let admit = move |conn: &Connection| {
+            if !nonces::record_nonce_in(conn, &nonce.device_key_id, &nonce.nonce, nonce.expires_at)? {
                 return Ok(Admission::Replay);
             }
-            return Ok(Admission::from(self.store.reserve_pin_attempt(device_id, limit).await?));
+            Ok(Admission::from(devices::reserve_pin_attempt_in(conn, device_id, limit)?))
         };
-        Ok(engine
-            .write(true, move |conn| {
-                if !nonces::record_nonce_in(conn, &nonce.device_key_id, &nonce.nonce, nonce.expires_at)? {
-                    return Ok(Admission::Replay);
+        // On the log-sync thread (or this one, if the engine refused the write).
+        let admitted = move |admitted: Result<Admission, EngineError>| {
+            let count = match admitted {
+                Ok(Admission::Attempt(count)) => count,
+                Ok(Admission::Replay) => return answer_with(tx, Ok(PinChecked::Replay)),
+                Ok(Admission::Locked) => return answer_with(tx, Ok(PinChecked::Locked)),
+                Err(e) => {
+                    let e = anyhow::Error::new(e).context("recording the nonce and the PIN attempt failed");
+                    return answer_with(tx, Err(e));
                 }
-                Ok(Admission::from(devices::reserve_pin_attempt_in(conn, device_id, limit)?))
-            })
-            .await?)
+            };
+            // The attempt is on the disk; the PIN may be checked.
+            argon2.spawn(move || {
+                if tx.is_closed() {
+                    return; // The request went away; as through the runtime, its attempt stays taken.
+                }
+                if !pin::verify(&pin, &pin_hash) {
+                    return answer_with(tx, Ok(PinChecked::Wrong { attempts: count }));
+                }
+                let code = passcode::generate(passcode_length);
+                let hash = key.hash(user_id, &code);
+                audit.0 = crate::now();
+                let insert = move |conn: &Connection| {
+                    let p = NewPasscode { user_id, device_id, hash: &hash, expires_at, now };
+                    passcodes::insert_passcode_in(conn, &p, &audit)
+                };
+                // On the engine's thread, once committed.
+                storing.write_then(false, insert, move |stored| {
+                    let stored = stored.map_err(|e| anyhow::Error::new(e).context("storing the passcode failed"));
+                    answer_with(tx, stored.map(|()| PinChecked::Issued(code)));
+                });
+            });
+        };
+        engine.write_then(true, admit, admitted);
+        answer.await.map_err(|_| anyhow::anyhow!("the PIN check ended without an answer (a job panicked)"))?
     }
 
-    /// Stores an issued passcode with its audit entry (`Store::insert_passcode`).
-    pub async fn insert_passcode(&self, p: NewPasscode<'_>, audit: Entry<'_>) -> anyhow::Result<()> {
-        let Some(engine) = &self.engine else {
-            return Ok(self.store.insert_passcode(p, audit).await?);
+    /// [`check_pin_and_issue`](Self::check_pin_and_issue) on PostgreSQL.
+    async fn check_pin_and_issue_in_steps(&self, check: PinCheck, issued: Entry<'_>) -> anyhow::Result<PinChecked> {
+        let PinCheck { nonce, device_id, user_id, limit, pin, pin_hash, passcode_length, expires_at, now } = check;
+        let store = &self.store;
+        let admitted = async {
+            if !store.record_nonce(&nonce.device_key_id, &nonce.nonce, nonce.expires_at).await? {
+                return Ok(Admission::Replay);
+            }
+            Ok::<_, sqlx::Error>(Admission::from(store.reserve_pin_attempt(device_id, limit).await?))
         };
-        let (user_id, device_id, hash, expires_at, now) =
-            (p.user_id, p.device_id, p.hash.to_vec(), p.expires_at, p.now);
-        let audit = verify::audit_values(&audit, crate::now());
-        Ok(engine
-            .write(false, move |conn| {
-                let p = NewPasscode { user_id, device_id, hash: &hash, expires_at, now };
-                passcodes::insert_passcode_in(conn, &p, &audit)
-            })
-            .await?)
+        let count = match admitted.await.context("recording the nonce and the PIN attempt failed")? {
+            Admission::Attempt(count) => count,
+            Admission::Replay => return Ok(PinChecked::Replay),
+            Admission::Locked => return Ok(PinChecked::Locked),
+        };
+        if !self.argon2(move || pin::verify(&pin, &pin_hash)).await.context("PIN check failed")? {
+            return Ok(PinChecked::Wrong { attempts: count });
+        }
+        let code = passcode::generate(passcode_length);
+        let hash = self.passcode_key.hash(user_id, &code);
+        let p = NewPasscode { user_id, device_id, hash: &hash, expires_at, now };
+        store.insert_passcode(p, issued).await.context("storing the passcode failed")?;
+        Ok(PinChecked::Issued(code))
     }
+}
+
+/// Hands a PIN check's outcome to the request waiting for it, if it still is.
+fn answer_with(tx: oneshot::Sender<anyhow::Result<PinChecked>>, outcome: anyhow::Result<PinChecked>) {
+    let _ = tx.send(outcome);
+}
+
+/// A passcode request whose PIN is to be checked ([`AppState::check_pin_and_issue`]).
+pub struct PinCheck {
+    pub nonce: Nonce,
+    pub device_id: i64,
+    pub user_id: i64,
+    /// The domain's limit of PIN attempts.
+    pub limit: i64,
+    pub pin: String,
+    /// The device's argon2id PIN hash.
+    pub pin_hash: String,
+    /// The passcode to issue: its length, expiry, and the time it is issued.
+    pub passcode_length: u32,
+    pub expires_at: i64,
+    pub now: i64,
+}
+
+/// What became of a PIN check.
+pub enum PinChecked {
+    /// The nonce was seen before; no attempt was taken.
+    Replay,
+    /// The device has used up its PIN attempts.
+    Locked,
+    /// A wrong PIN: the device's count of attempts, this one included.
+    Wrong { attempts: i64 },
+    /// A right PIN: the passcode issued, stored.
+    Issued(Zeroizing<String>),
 }
 
 #[cfg(test)]

@@ -141,9 +141,6 @@ type WriteFn = Box<dyn FnMut(&Connection) -> rusqlite::Result<()> + Send>;
 /// Where a write's outcome goes: `Ok` once its batch has committed.
 type WriteDone = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
 
-/// Where a write's result arrives.
-type WriteAnswer<T> = oneshot::Receiver<Result<T, EngineError>>;
-
 /// What a queued item asks of the engine; its answer is taken once sent.
 enum Work<J, O> {
     /// A request for the handler to decide.
@@ -164,15 +161,15 @@ impl<J, O> Pending<J, O> {
         Self { work: Work::Decide { job, reply: Some(reply) }, deadline }
     }
 
-    /// A write (see [`Engine::write`]) and where its result arrives; with `log`, only once
-    /// the log has been synced after its batch committed.
+    /// A write (see [`Engine::write`]) and `deliver`, called with its result; with `log`,
+    /// only once the log has been synced after its batch committed.
     fn write<T: Send + 'static>(
         log: Option<&LogSync>,
         mut write: impl FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> (Self, WriteAnswer<T>) {
+        deliver: impl FnOnce(Result<T, EngineError>) + Send + 'static,
+    ) -> Self {
         // The value of the last run, handed over once its batch has committed.
         let slot = Arc::new(std::sync::Mutex::new(None));
-        let (tx, rx) = oneshot::channel();
         let kept = slot.clone();
         let run: WriteFn = Box::new(move |conn| {
             let value = write(conn)?;
@@ -184,7 +181,7 @@ impl<J, O> Pending<J, O> {
                 let value = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
                 value.ok_or_else(|| EngineError::Failed("bug: a write committed without its result".into()))
             });
-            let _ = tx.send(value);
+            deliver(value);
         };
         let done: WriteDone = match log.cloned() {
             None => Box::new(finish),
@@ -195,7 +192,7 @@ impl<J, O> Pending<J, O> {
             }),
         };
         let work = Work::Write { run, done: Some(done) };
-        (Self { work, deadline: Instant::now() + WRITE_PATIENCE }, rx)
+        Self { work, deadline: Instant::now() + WRITE_PATIENCE }
     }
 
     fn answered(&self) -> bool {
@@ -341,9 +338,26 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
         synced: bool,
         write: impl FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, EngineError> {
-        let (pending, answer) = Pending::write(synced.then_some(&self.log), write);
-        self.queue(pending);
+        let (tx, answer) = oneshot::channel();
+        self.write_then(synced, write, move |result| {
+            let _ = tx.send(result);
+        });
         answer.await.unwrap_or(Err(EngineError::Stopped))
+    }
+
+    /// As [`write`](Self::write), but hands the result to `then` on the thread that has it
+    /// (the engine's, the log-sync thread's, or this one's if the queue refuses the write)
+    /// instead of waking a task: a chain of steps on other threads (the token API's PIN
+    /// check, `AppState::check_pin_and_issue`) goes on from there, and the runtime wakes
+    /// once at its end rather than at each step. `then` must be quick: the engine's batch,
+    /// or the other synced writes' answers, wait while it runs.
+    pub fn write_then<T: Send + 'static>(
+        &self,
+        synced: bool,
+        write: impl FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        then: impl FnOnce(Result<T, EngineError>) + Send + 'static,
+    ) {
+        self.queue(Pending::write(synced.then_some(&self.log), write, then));
     }
 
     fn queue(&self, pending: Pending<J, O>) {
@@ -1192,13 +1206,18 @@ mod tests {
         log: Option<&LogSync>,
         v: i64,
         runs: &Arc<AtomicUsize>,
-    ) -> (Pending<i64, i64>, WriteAnswer<i64>) {
+    ) -> (Pending<i64, i64>, oneshot::Receiver<Result<i64, EngineError>>) {
         let runs = runs.clone();
-        Pending::write(log, move |conn| {
+        let (tx, rx) = oneshot::channel();
+        let write = move |conn: &Connection| {
             runs.fetch_add(1, Ordering::Relaxed);
             conn.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
             conn.pragma_query_value(None, "synchronous", |r| r.get(0))
-        })
+        };
+        let pending = Pending::write(log, write, move |result| {
+            let _ = tx.send(result);
+        });
+        (pending, rx)
     }
 
     #[test]

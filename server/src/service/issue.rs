@@ -12,9 +12,7 @@ use super::token::{
 use crate::db::audit::Entry;
 use crate::db::devices::DeviceRow;
 use crate::db::domains::DomainRow;
-use crate::db::passcodes::NewPasscode;
-use crate::domain::{passcode, pin};
-use crate::state::{Admission, AppState, Nonce};
+use crate::state::{AppState, Nonce, PinCheck, PinChecked};
 
 /// Handles `POST /v1/passcode`.
 pub async fn issue_passcode(
@@ -32,8 +30,8 @@ pub async fn issue_passcode(
 
 async fn issued(state: &AppState, domain: &DomainRow, opened: &Opened, source: IpAddr) -> Result<Passcode, TokenError> {
     let body: PasscodeBody = parse_body(opened)?;
-    let store = &state.store;
-    let device = store
+    let device = state
+        .store
         .device_by_key(domain.id, &body.device_id)
         .await
         .map_err(|e| internal("device lookup failed", e))?
@@ -62,43 +60,40 @@ async fn issued(state: &AppState, domain: &DomainRow, opened: &Opened, source: I
         detail,
     };
 
-    // Take the attempt before checking, so parallel guesses cannot exceed the limit.
+    // The attempt is taken before the PIN is checked, so parallel guesses cannot exceed the limit.
     let limit = domain.max_pin_failures;
-    let count = match state
-        .admit_pin_check(nonce, device.id, limit)
-        .await
-        .map_err(|e| internal("recording the nonce and the PIN attempt failed", e))?
-    {
-        Admission::Attempt(count) => count,
-        Admission::Locked => return Err(locked()),
-        Admission::Replay => return Err(replay()),
-    };
-    let (pin, hash) = (body.pin.clone(), device.pin_hash.clone());
-    let right = state.argon2(move || pin::verify(&pin, &hash)).await.map_err(|e| internal("PIN check failed", e))?;
-    if !right {
-        let left = (limit - count).max(0) as u32;
-        let detail = if left == 0 { "wrong PIN; device locked".to_owned() } else { format!("wrong PIN; {left} left") };
-        store.audit(audit("token.wrong_pin", detail)).await.map_err(|e| internal("audit write failed", e))?;
-        tracing::warn!(domain = %domain.code, user = username, %source, attempts_left = left, "wrong PIN");
-        if left == 0 {
-            return Err(locked());
-        }
-        return Err(TokenError { kind: ErrorKind::WrongPin, message: "wrong PIN".into(), attempts_left: Some(left) });
-    }
-
-    let code = passcode::generate(domain.passcode_length as u32);
-    let hash = state.passcode_key.hash(user_id, &code);
-    let new = NewPasscode {
-        user_id,
+    let check = PinCheck {
+        nonce,
         device_id: device.id,
-        hash: &hash,
+        user_id,
+        limit,
+        pin: body.pin.clone(),
+        pin_hash: device.pin_hash.clone(),
+        passcode_length: domain.passcode_length as u32,
         expires_at: now + domain.passcode_lifetime_secs,
         now,
     };
     let detail = format!("passcode issued, valid {} s", domain.passcode_lifetime_secs);
-    state.insert_passcode(new, audit("token.passcode", detail)).await.map_err(|e| internal("storing failed", e))?;
-    tracing::info!(domain = %domain.code, user = username, %source, "passcode issued");
-    Ok(Passcode { passcode: code.to_string(), expires_in_secs: domain.passcode_lifetime_secs as u64 })
+    let checked = state.check_pin_and_issue(check, audit("token.passcode", detail)).await;
+    match checked.map_err(|e| internal("a passcode request's PIN check failed", e))? {
+        PinChecked::Issued(code) => {
+            tracing::info!(domain = %domain.code, user = username, %source, "passcode issued");
+            Ok(Passcode { passcode: code.to_string(), expires_in_secs: domain.passcode_lifetime_secs as u64 })
+        }
+        PinChecked::Wrong { attempts } => {
+            let left = (limit - attempts).max(0) as u32;
+            let detail =
+                if left == 0 { "wrong PIN; device locked".to_owned() } else { format!("wrong PIN; {left} left") };
+            state.store.audit(audit("token.wrong_pin", detail)).await.map_err(|e| internal("audit write failed", e))?;
+            tracing::warn!(domain = %domain.code, user = username, %source, attempts_left = left, "wrong PIN");
+            if left == 0 {
+                return Err(locked());
+            }
+            Err(TokenError { kind: ErrorKind::WrongPin, message: "wrong PIN".into(), attempts_left: Some(left) })
+        }
+        PinChecked::Locked => Err(locked()),
+        PinChecked::Replay => Err(replay()),
+    }
 }
 
 /// The device's user, or why the device cannot have a passcode.
