@@ -108,8 +108,8 @@ impl AppState {
     }
 
     // The token API's writes on every passcode request. On a SQLite file they run on the
-    // verification engine's thread, inside its batches (`Engine::write`), so that RADIUS
-    // never waits for them; on PostgreSQL through the pool. Only the PIN attempt (in one
+    // verification engine's thread, inside its batches (`Engine::write`, `write_then`), so
+    // that RADIUS never waits for them; on PostgreSQL through the pool. Only the PIN attempt (in one
     // write with its request's nonce) is synced to the disk before the answer, as every pool
     // commit is: a power loss must not give a guesser attempts back. A nonce or a passcode
     // lost to a power loss costs nothing: the start after it voids every unused passcode
