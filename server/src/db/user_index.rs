@@ -17,10 +17,18 @@
 //! user's entry, so every entry it uses is current. A name not in the map (a user created
 //! since the engine started, or deleted) is looked up in SQLite, and the answer is kept.
 //!
-//! Memory: about 85 bytes per user (85 MB at 1,000,000 users), and 0.4 s at start to load
-//! them (BENCHMARKS.md).
+//! Names of up to [`INLINE`] bytes are kept inside the table's slots ([`Name`]): a lookup
+//! then compares the name where it found the slot. With each name in an allocation of its
+//! own, that comparison followed a pointer to memory outside the CPU's caches, once per
+//! request at a million users (BENCHMARKS.md).
+//!
+//! Memory: about 70 bytes per user (the server's anonymous memory after start, 1,000,000
+//! users: 69 MB, 84 MB with every name boxed), and 0.4 s at start to load them
+//! (BENCHMARKS.md).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::time::Instant;
 
 use rusqlite::{Connection, Statement, params};
@@ -29,10 +37,65 @@ use rusqlite::{Connection, Statement, params};
 pub const DELETIONS_AFTER: &str =
     "SELECT id, user_id, domain_id, username FROM user_deletions WHERE id > ?1 ORDER BY id";
 
+/// The longest name kept inside a slot: with its length and the variant's tag, a [`Name`]
+/// takes 24 bytes, and a slot (a name and its id) 32, two to a cache line.
+const INLINE: usize = 22;
+
+/// A username as the index keeps it: inside the slot when short, on the heap otherwise.
+/// Hashed and compared as its bytes, so a `&[u8]` finds it.
+enum Name {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+const _: () = assert!(size_of::<Name>() == 24);
+
+impl Name {
+    fn new(name: &str) -> Self {
+        let name = name.as_bytes();
+        match u8::try_from(name.len()) {
+            Ok(len) if name.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..name.len()].copy_from_slice(name);
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Heap(name.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Heap(name) => name,
+        }
+    }
+}
+
+impl Borrow<[u8]> for Name {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Name {}
+
+impl Hash for Name {
+    /// As `[u8]` hashes, which `Borrow<[u8]>` requires.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
 /// Usernames to ids, per domain.
 #[derive(Default)]
 pub struct UserIndex {
-    ids: HashMap<i64, HashMap<Box<str>, i64>>,
+    ids: HashMap<i64, HashMap<Name, i64>>,
     /// The last `user_deletions` row read.
     last_seen: i64,
 }
@@ -60,7 +123,7 @@ impl UserIndex {
 
     /// The id of `username` in the domain, if known.
     pub fn get(&self, domain_id: i64, username: &str) -> Option<i64> {
-        self.ids.get(&domain_id)?.get(username).copied()
+        self.ids.get(&domain_id)?.get(username.as_bytes()).copied()
     }
 
     /// What SQLite answered for a name the map did not give: its id, or none.
@@ -69,7 +132,7 @@ impl UserIndex {
             Some(id) => self.enter(domain_id, username, id),
             None => {
                 if let Some(names) = self.ids.get_mut(&domain_id) {
-                    names.remove(username);
+                    names.remove(username.as_bytes());
                 }
             }
         }
@@ -85,8 +148,8 @@ impl UserIndex {
                 let username = row.get_ref(3)?.as_str()?;
                 // Only that user's entry: the name may have been entered since for a user
                 // created again.
-                if names.get(username) == Some(&id) {
-                    names.remove(username);
+                if names.get(username.as_bytes()) == Some(&id) {
+                    names.remove(username.as_bytes());
                 }
             }
         }
@@ -94,7 +157,7 @@ impl UserIndex {
     }
 
     fn enter(&mut self, domain_id: i64, username: &str, id: i64) {
-        self.ids.entry(domain_id).or_default().insert(username.into(), id);
+        self.ids.entry(domain_id).or_default().insert(Name::new(username), id);
     }
 }
 
@@ -145,5 +208,26 @@ mod tests {
         let mut reloaded = UserIndex::load(&conn).unwrap();
         reloaded.read_new(&mut deletions).unwrap();
         assert_eq!((reloaded.get(1, "carol"), reloaded.get(1, "alice"), reloaded.get(1, "bob")), (Some(7), None, None));
+    }
+
+    #[test]
+    fn names_of_every_length_are_found_whole_and_only_whole() {
+        let mut index = UserIndex::default();
+        // Kept inside the slot up to INLINE bytes, on the heap beyond; multi-byte
+        // characters count in bytes.
+        let names =
+            ["a", &"b".repeat(INLINE), &"c".repeat(INLINE + 1), &"d".repeat(64), "Ünïcødé-ünïcødé-ü", "éééééééééééé"];
+        for (id, name) in (1..).zip(names) {
+            index.learn(1, name, Some(id));
+        }
+        for (id, name) in (1..).zip(names) {
+            assert_eq!(index.get(1, name), Some(id), "{name:?}");
+            // A prefix or an extension of a known name is another name.
+            let last = name.chars().last().unwrap().len_utf8();
+            assert_eq!(index.get(1, &name[..name.len() - last]), None, "{name:?} less its last character");
+            assert_eq!(index.get(1, &format!("{name}x")), None, "{name:?} and one more");
+        }
+        index.learn(1, &"c".repeat(INLINE + 1), None);
+        assert_eq!((index.get(1, &"c".repeat(INLINE + 1)), index.get(1, &"b".repeat(INLINE))), (None, Some(2)));
     }
 }
