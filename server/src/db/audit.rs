@@ -70,12 +70,12 @@ pub(crate) async fn write<'c>(
 /// Most characters an audit field keeps.
 const CLIP_CHARS: usize = 200;
 
-/// At most [`CLIP_CHARS`] characters of `s`, copied in one piece (collecting `chars()`
-/// pushed them one by one: 4 % of a RADIUS Accept's instructions under callgrind).
-pub fn clip(s: &str) -> String {
+/// At most [`CLIP_CHARS`] characters of `s`, in one piece (collecting `chars()` pushed
+/// them one by one: 4 % of a RADIUS Accept's instructions under callgrind).
+pub fn clip_str(s: &str) -> &str {
     match s.char_indices().nth(CLIP_CHARS) {
-        Some((end, _)) => s[..end].to_owned(),
-        None => s.to_owned(),
+        Some((end, _)) => &s[..end],
+        None => s,
     }
 }
 
@@ -85,11 +85,11 @@ mod tests {
 
     #[test]
     fn clip_keeps_the_first_200_characters_whole() {
-        assert_eq!(clip("radius:vpn"), "radius:vpn");
+        assert_eq!(clip_str("radius:vpn"), "radius:vpn");
         let long = "é".repeat(250);
-        assert_eq!(clip(&long), "é".repeat(200));
-        assert_eq!(clip(&"a".repeat(200)), "a".repeat(200));
-        assert_eq!(clip(&format!("{}€", "a".repeat(199))), format!("{}€", "a".repeat(199)));
-        assert_eq!(clip(&format!("{}€x", "a".repeat(199))), format!("{}€", "a".repeat(199)));
+        assert_eq!(clip_str(&long), "é".repeat(200));
+        assert_eq!(clip_str(&"a".repeat(200)), "a".repeat(200));
+        assert_eq!(clip_str(&format!("{}€", "a".repeat(199))), format!("{}€", "a".repeat(199)));
+        assert_eq!(clip_str(&format!("{}€x", "a".repeat(199))), format!("{}€", "a".repeat(199)));
     }
 }

@@ -51,7 +51,7 @@ use super::runs::{self, Run};
 use super::user_index::{self, UserIndex};
 use super::verify::{
     AUDIT_INSERT, CONSUME_PASSCODE, ENGINE_DEVICE_DISABLED, ENGINE_RECENT_PASSCODES, ENGINE_USER_BY_ID,
-    ENGINE_USER_FACTS, UserFactsRow, audit_values, user_facts,
+    ENGINE_USER_FACTS, UserFactsRow, audit_refs, user_facts,
 };
 use crate::service::verify::{Ledger, UserFacts};
 
@@ -775,7 +775,7 @@ impl Ledger for TxLedger<'_, '_> {
     }
 
     async fn audit(&mut self, entry: Entry<'_>) -> anyhow::Result<()> {
-        self.stmts.audit.execute(audit_values(&entry, crate::now()))?;
+        self.stmts.audit.execute(audit_refs(&entry, crate::now()))?;
         Ok(())
     }
 }
