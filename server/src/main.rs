@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime(&cli) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -37,4 +37,16 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The async runtime: one worker thread when serving a SQLite database
+/// (`commands::serves_sqlite`), else one per core; tokio's own `TOKIO_WORKER_THREADS`
+/// overrides either.
+fn runtime(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() && tessera_server::commands::serves_sqlite(cli) {
+        builder.worker_threads(1);
+    }
+    builder.build()
 }

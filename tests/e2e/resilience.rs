@@ -244,3 +244,21 @@ fn a_start_after_the_machine_went_down_under_the_server_voids_the_unused_passcod
     eventually(Duration::from_secs(10), stopped).expect("the server stops");
     assert_eq!(sqlite(&server, "SELECT count(*) FROM engine_runs"), "0\n", "{}", server.log());
 }
+
+/// On SQLite RADIUS and the database's writes have threads of their own, and the async
+/// runtime gets one worker (a second mostly handed token requests back and forth); on
+/// PostgreSQL RADIUS runs on the runtime, which keeps one worker per core. The count is
+/// the runtime's own, as `serve` logs it; then a passcode is fetched and accepted on it.
+#[test]
+fn the_async_runtime_has_one_worker_on_sqlite_and_one_per_core_on_postgres() {
+    let f = Fixture::new(&[]);
+    let expected = if engine_is_postgres() { std::thread::available_parallelism().unwrap().get() } else { 1 };
+    let line = format!("async runtime (token API, console) running workers={expected}");
+    assert!(
+        eventually(Duration::from_secs(10), || f.server.log().contains(&line)).is_some(),
+        "{line:?} in:\n{}",
+        f.server.log()
+    );
+    let c = Client::new(f.server.radius, SECRET);
+    assert_eq!(c.auth("alice", &f.alice.passcode(PIN), Ma::None), Answer::Accept);
+}

@@ -13,6 +13,9 @@ pub async fn run(store: Store, file: &FileConfig, args: ServeArgs, url: &str) ->
     };
     let app = Application::build(store, &config).await?;
     tracing::info!(database = redact_url(url), "database ready");
+    // One worker on SQLite, one per core otherwise (main.rs, `commands::serves_sqlite`).
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(workers, "async runtime (token API, console) running");
     // One line per listener with its real address, on stdout, for operators and scripts.
     println!("radius listening on {}/udp", app.radius_addr());
     println!("token api listening on http://{}", app.token_addr());
