@@ -11,7 +11,7 @@ pub mod user;
 
 use crate::cli::{Cli, Command};
 use crate::config::{DEFAULT_DATABASE, FileConfig};
-use crate::db::Store;
+use crate::db::{Engine, Store};
 
 /// The actor name written to the audit log for CLI changes.
 pub fn cli_actor() -> String {
@@ -33,7 +33,8 @@ fn database_url(cli: &Cli, file: &FileConfig) -> String {
 /// counts as not SQLite here; [`run`] reports it.
 pub fn serves_sqlite(cli: &Cli) -> bool {
     matches!(cli.command, Command::Serve(_))
-        && FileConfig::load(cli.config.as_deref()).is_ok_and(|file| database_url(cli, &file).starts_with("sqlite:"))
+        && FileConfig::load(cli.config.as_deref())
+            .is_ok_and(|file| Engine::of_url(&database_url(cli, &file)) == Some(Engine::Sqlite))
 }
 
 /// Runs a parsed command line.

@@ -41,6 +41,19 @@ pub enum Engine {
     Postgres,
 }
 
+impl Engine {
+    /// The engine a database URL names by its scheme; none for another scheme.
+    pub fn of_url(url: &str) -> Option<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else {
+            None
+        }
+    }
+}
+
 /// The turn to write to a SQLite file, shared by the pool's writers, the verification
 /// engine (`db::engine`) and the checkpoint thread. SQLite lets one connection write at a
 /// time; one that finds the lock taken sleeps (`busy_timeout`: 1, 2, 5 … 100 ms) and tries
@@ -267,20 +280,20 @@ pub fn is_too_slow(e: &anyhow::Error) -> bool {
 
 /// Picks the engine from the scheme and makes SQLite create a missing file.
 fn normalise_url(url: &str) -> anyhow::Result<(Engine, String)> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok((Engine::Postgres, url.to_owned()));
+    match Engine::of_url(url) {
+        Some(Engine::Postgres) => Ok((Engine::Postgres, url.to_owned())),
+        Some(Engine::Sqlite) => {
+            let url = if url.contains("mode=") {
+                url.to_owned()
+            } else if url.contains('?') {
+                format!("{url}&mode=rwc")
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            Ok((Engine::Sqlite, url))
+        }
+        None => anyhow::bail!("unsupported database URL {}: use sqlite://FILE or postgres://…", redact_url(url)),
     }
-    if let Some(rest) = url.strip_prefix("sqlite:") {
-        let url = if rest.contains("mode=") {
-            url.to_owned()
-        } else if rest.contains('?') {
-            format!("{url}&mode=rwc")
-        } else {
-            format!("{url}?mode=rwc")
-        };
-        return Ok((Engine::Sqlite, url));
-    }
-    anyhow::bail!("unsupported database URL {}: use sqlite://FILE or postgres://…", redact_url(url))
 }
 
 /// The file of a `sqlite:` URL; none for an in-memory database.
