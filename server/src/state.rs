@@ -167,11 +167,10 @@ impl AppState {
                 if tx.is_closed() {
                     return; // The request went away; as through the runtime, its attempt stays taken.
                 }
-                if !pin::verify(&pin, &pin_hash) {
+                let Some((code, hash)) = verify_pin_and_generate(&pin, &pin_hash, &key, user_id, passcode_length)
+                else {
                     return answer_with(tx, Ok(PinChecked::Wrong { attempts: count }));
-                }
-                let code = passcode::generate(passcode_length);
-                let hash = key.hash(user_id, &code);
+                };
                 audit.0 = crate::now();
                 let insert = move |conn: &Connection| {
                     let p = NewPasscode { user_id, device_id, hash: &hash, expires_at, now };
@@ -203,15 +202,33 @@ impl AppState {
             Admission::Replay => return Ok(PinChecked::Replay),
             Admission::Locked => return Ok(PinChecked::Locked),
         };
-        if !self.argon2(move || pin::verify(&pin, &pin_hash)).await.context("PIN check failed")? {
+        let key = self.passcode_key.clone();
+        let checked = self.argon2(move || verify_pin_and_generate(&pin, &pin_hash, &key, user_id, passcode_length));
+        let Some((code, hash)) = checked.await.context("PIN check failed")? else {
             return Ok(PinChecked::Wrong { attempts: count });
-        }
-        let code = passcode::generate(passcode_length);
-        let hash = self.passcode_key.hash(user_id, &code);
+        };
         let p = NewPasscode { user_id, device_id, hash: &hash, expires_at, now };
         store.insert_passcode(p, issued).await.context("storing the passcode failed")?;
         Ok(PinChecked::Issued(code))
     }
+}
+
+/// Checks a PIN against its argon2id hash (on the calling thread: one of the argon2id
+/// pool's); if it is right, a fresh passcode of `length` digits and the hash it is stored
+/// under.
+fn verify_pin_and_generate(
+    pin: &str,
+    pin_hash: &str,
+    key: &PasscodeKey,
+    user_id: i64,
+    length: u32,
+) -> Option<(Zeroizing<String>, [u8; 32])> {
+    if !pin::verify(pin, pin_hash) {
+        return None;
+    }
+    let code = passcode::generate(length);
+    let hash = key.hash(user_id, &code);
+    Some((code, hash))
 }
 
 /// Hands a PIN check's outcome to the request waiting for it, if it still is.
