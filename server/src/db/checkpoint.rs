@@ -167,8 +167,10 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)
 }
 
 fn run(conn: &Connection, mut db: DbFile, turns: &WriteTurns, restarts: &LogRestarts, stop: &Receiver<()>) {
-    let mut failing = false;
-    let mut sync_failing = false;
+    let mut failing =
+        Trouble::new("WAL checkpoint failed; SQLite's own checkpoints take over", "WAL checkpoints work again");
+    let mut sync_failing =
+        Trouble::new("cannot sync the database file before a restart of the log", "the database file syncs again");
     // Whether the last round asked the engine to restart the log.
     let mut asked = false;
     loop {
@@ -184,18 +186,7 @@ fn run(conn: &Connection, mut db: DbFile, turns: &WriteTurns, restarts: &LogRest
             // Copy what the engine appended meanwhile, so that its restart has little left,
             // and put what the copies wrote on the disk, so that its sync has little left.
             let (_, _, copied) = checkpoint(conn, "PASSIVE")?;
-            match db.sync_copied(copied, restarts) {
-                Ok(()) if sync_failing => {
-                    sync_failing = false;
-                    tracing::info!("the database file syncs again");
-                }
-                Ok(()) => {}
-                Err(e) if !sync_failing => {
-                    sync_failing = true;
-                    tracing::warn!(error = %e, "cannot sync the database file before a restart of the log");
-                }
-                Err(_) => {}
-            }
+            sync_failing.report(db.sync_copied(copied, restarts));
             // The engine restarts the log between two batches, once per round asked. Asked
             // a round ago and not done (the engine is idle, or found the database busy):
             // here too.
@@ -213,15 +204,33 @@ fn run(conn: &Connection, mut db: DbFile, turns: &WriteTurns, restarts: &LogRest
             }
             Ok(())
         });
+        failing.report(result);
+    }
+}
+
+/// A failure that may last: warned of once, and told once more when it is over, rather
+/// than every round.
+struct Trouble {
+    failing: bool,
+    warning: &'static str,
+    over: &'static str,
+}
+
+impl Trouble {
+    fn new(warning: &'static str, over: &'static str) -> Self {
+        Self { failing: false, warning, over }
+    }
+
+    fn report<E: std::fmt::Display>(&mut self, result: Result<(), E>) {
         match result {
-            Ok(()) if failing => {
-                failing = false;
-                tracing::info!("WAL checkpoints work again");
+            Ok(()) if self.failing => {
+                self.failing = false;
+                tracing::info!("{}", self.over);
             }
             Ok(()) => {}
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %e, "WAL checkpoint failed; SQLite's own checkpoints take over");
+            Err(e) if !self.failing => {
+                self.failing = true;
+                tracing::warn!(error = %e, "{}", self.warning);
             }
             Err(_) => {}
         }
@@ -232,9 +241,13 @@ fn run(conn: &Connection, mut db: DbFile, turns: &WriteTurns, restarts: &LogRest
 mod tests {
     use super::*;
 
-    /// A fresh WAL database with a table `t`, a writer on it set up as the engine is, and
-    /// the checkpoint thread running with `turns` (it stops when the sender is dropped).
-    fn writer_with_checkpoints(turns: &WriteTurns) -> (tempfile::TempDir, Connection, std::sync::mpsc::Sender<()>) {
+    /// A fresh WAL database `c.db` with a table `t`, a writer on it set up as the engine
+    /// is, and the checkpoint thread running with `turns` and `restarts` (it stops when the
+    /// sender is dropped).
+    fn writer_with_checkpoints(
+        turns: &WriteTurns,
+        restarts: Arc<LogRestarts>,
+    ) -> (tempfile::TempDir, Connection, std::sync::mpsc::Sender<()>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         let writer = Connection::open(&path).unwrap();
@@ -243,7 +256,7 @@ mod tests {
         writer.pragma_update(None, "wal_autocheckpoint", ENGINE_FALLBACK).unwrap();
         writer.execute_batch("CREATE TABLE t (v BLOB NOT NULL)").unwrap();
         let (keep, stop) = std::sync::mpsc::channel();
-        start(&path, turns.clone(), Arc::default(), stop).unwrap();
+        start(&path, turns.clone(), restarts, stop).unwrap();
         (dir, writer, keep)
     }
 
@@ -267,15 +280,9 @@ mod tests {
 
     #[test]
     fn the_database_file_is_synced_before_a_restart_through_a_descriptor_never_closed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.db");
-        let writer = Connection::open(&path).unwrap();
-        writer.pragma_update(None, "journal_mode", "WAL").unwrap();
-        writer.pragma_update(None, "wal_autocheckpoint", ENGINE_FALLBACK).unwrap();
-        writer.execute_batch("CREATE TABLE t (v BLOB NOT NULL)").unwrap();
         let restarts = Arc::new(LogRestarts::default());
-        let (keep, stop) = std::sync::mpsc::channel();
-        start(&path, WriteTurns::default(), restarts.clone(), stop).unwrap();
+        let (dir, writer, keep) = writer_with_checkpoints(&WriteTurns::default(), restarts.clone());
+        let path = dir.path().join("c.db");
         for _ in 0..3000 {
             writer.execute("INSERT INTO t (v) VALUES (zeroblob(4 * 4000))", []).unwrap();
             std::thread::sleep(Duration::from_micros(200));
@@ -291,7 +298,7 @@ mod tests {
 
     #[test]
     fn the_log_restarts_while_a_writer_keeps_committing() {
-        let (dir, writer, _keep) = writer_with_checkpoints(&WriteTurns::default());
+        let (dir, writer, _keep) = writer_with_checkpoints(&WriteTurns::default(), Arc::default());
         // Four pages a commit, 3,000 commits: 12,000 frames (49 MB) without checkpoints. A
         // restarted log is written from its start again, so the file stops growing.
         for _ in 0..3000 {
@@ -305,7 +312,7 @@ mod tests {
     #[test]
     fn the_log_restarts_while_a_writer_of_this_process_commits_back_to_back() {
         let turns = WriteTurns::default();
-        let (dir, writer, _keep) = writer_with_checkpoints(&turns);
+        let (dir, writer, _keep) = writer_with_checkpoints(&turns, Arc::default());
         // As the engine under a load of Rejects: each commit in its turn, the next at once.
         // SQLite's busy handler alone let the checkpoint miss every gap between them.
         let until = std::time::Instant::now() + Duration::from_secs(2);
