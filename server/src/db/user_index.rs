@@ -17,18 +17,18 @@
 //! user's entry, so every entry it uses is current. A name not in the map (a user created
 //! since the engine started, or deleted) is looked up in SQLite, and the answer is kept.
 //!
-//! Names of up to [`INLINE`] bytes are kept inside the table's slots ([`Name`]): a lookup
-//! then compares the name where it found the slot. With each name in an allocation of its
-//! own, that comparison followed a pointer to memory outside the CPU's caches, once per
-//! request at a million users (BENCHMARKS.md).
+//! Names of up to [`INLINE`] bytes are kept inside the table's slots, beside their id and a
+//! byte of their hash ([`Names`]): a lookup that finds its user where the hash points reads
+//! one cache line. With each name in an allocation of its own, the comparison followed a
+//! pointer to memory outside the CPU's caches, once per request at a million users; with the
+//! standard library's map, whose control bytes lie apart from its slots, a lookup read two
+//! lines (BENCHMARKS.md).
 //!
-//! Memory: about 70 bytes per user (the server's anonymous memory after start, 1,000,000
-//! users: 69 MB, 84 MB with every name boxed), and 0.4 s at start to load them
-//! (BENCHMARKS.md).
+//! Memory: 32 bytes a slot, the table a power of two at most three quarters full (1,000,000
+//! users: 64 MiB), and about 0.4 s at start to load them (BENCHMARKS.md).
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, RandomState};
 use std::time::Instant;
 
 use rusqlite::{Connection, Statement, params};
@@ -37,65 +37,189 @@ use rusqlite::{Connection, Statement, params};
 pub const DELETIONS_AFTER: &str =
     "SELECT id, user_id, domain_id, username FROM user_deletions WHERE id > ?1 ORDER BY id";
 
-/// The longest name kept inside a slot: with its length and the variant's tag, a [`Name`]
-/// takes 24 bytes, and a slot (a name and its id) 32, two to a cache line.
+/// The longest name kept inside a slot: with the id, the length and the tag, a slot takes
+/// 32 bytes, two to a cache line.
 const INLINE: usize = 22;
+/// `Slot::len` of a free slot.
+const FREE: u8 = 0xFE;
+/// `Slot::len` of a name longer than [`INLINE`]: `bytes` holds its place in `Names::long`.
+const LONG: u8 = 0xFF;
 
-/// A username as the index keeps it: inside the slot when short, on the heap otherwise.
-/// Hashed and compared as its bytes, so a `&[u8]` finds it.
-enum Name {
-    Inline { len: u8, bytes: [u8; INLINE] },
-    Heap(Box<[u8]>),
+/// One entry of a domain's table: the name (inside the slot when short), a byte of its hash
+/// and the user's id, aligned so that no slot spans two cache lines.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Slot {
+    id: i64,
+    /// [`FREE`], [`LONG`], or the length of the name in `bytes`.
+    len: u8,
+    /// The hash's top byte: a slot holding another name is passed over without comparing
+    /// names, and without following a long name to the heap.
+    tag: u8,
+    bytes: [u8; INLINE],
 }
 
-const _: () = assert!(size_of::<Name>() == 24);
+const _: () = assert!(size_of::<Slot>() == 32 && INLINE < FREE as usize);
 
-impl Name {
-    fn new(name: &str) -> Self {
-        let name = name.as_bytes();
-        match u8::try_from(name.len()) {
-            Ok(len) if name.len() <= INLINE => {
-                let mut bytes = [0; INLINE];
-                bytes[..name.len()].copy_from_slice(name);
-                Self::Inline { len, bytes }
+impl Slot {
+    /// Where a [`LONG`] slot's name is in `Names::long`.
+    fn long_at(&self) -> usize {
+        u32::from_le_bytes([self.bytes[0], self.bytes[1], self.bytes[2], self.bytes[3]]) as usize
+    }
+}
+
+const FREE_SLOT: Slot = Slot { id: 0, len: FREE, tag: 0, bytes: [0; INLINE] };
+
+/// One domain's usernames and ids: an open-addressing table with linear probing, at most
+/// three quarters full.
+///
+/// The name, its tag and the id share one slot, so a lookup that finds its user where the
+/// hash points reads one cache line; a table that keeps its control bytes apart from its
+/// slots (as the standard library's does) reads two, each from memory at a million users
+/// (BENCHMARKS.md, item 28). A deletion moves the entries after it back rather than
+/// leaving a marker, so no lookup ever walks over dead slots.
+struct Names {
+    /// A power of two in length, or empty.
+    slots: Box<[Slot]>,
+    used: usize,
+    /// Names longer than [`INLINE`], where their slots point; `None` once removed, and
+    /// reused from `spare`.
+    long: Vec<Option<Box<[u8]>>>,
+    spare: Vec<u32>,
+    hasher: RandomState,
+}
+
+impl Names {
+    fn new() -> Self {
+        Self { slots: Box::new([]), used: 0, long: Vec::new(), spare: Vec::new(), hasher: RandomState::new() }
+    }
+
+    fn hash(&self, name: &[u8]) -> u64 {
+        self.hasher.hash_one(name)
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    fn name_of<'a>(&'a self, slot: &'a Slot) -> &'a [u8] {
+        match slot.len {
+            LONG => self.long[slot.long_at()].as_deref().unwrap_or_default(),
+            len => &slot.bytes[..usize::from(len)],
+        }
+    }
+
+    /// Where `name` is, if it is here.
+    fn find(&self, name: &[u8]) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let hash = self.hash(name);
+        let (mask, tag) = (self.mask(), (hash >> 56) as u8);
+        let mut at = hash as usize & mask;
+        loop {
+            let slot = &self.slots[at];
+            if slot.len == FREE {
+                return None;
             }
-            _ => Self::Heap(name.into()),
+            if slot.tag == tag && self.name_of(slot) == name {
+                return Some(at);
+            }
+            at = (at + 1) & mask;
         }
     }
 
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Self::Heap(name) => name,
+    fn get(&self, name: &[u8]) -> Option<i64> {
+        self.find(name).map(|at| self.slots[at].id)
+    }
+
+    fn insert(&mut self, name: &[u8], id: i64) {
+        if let Some(at) = self.find(name) {
+            self.slots[at].id = id;
+            return;
+        }
+        if (self.used + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let mut slot = Slot { id, len: FREE, tag: 0, bytes: [0; INLINE] };
+        if name.len() <= INLINE {
+            slot.len = name.len() as u8;
+            slot.bytes[..name.len()].copy_from_slice(name);
+        } else {
+            let at = match self.spare.pop() {
+                Some(at) => {
+                    self.long[at as usize] = Some(name.into());
+                    at
+                }
+                None => {
+                    self.long.push(Some(name.into()));
+                    u32::try_from(self.long.len() - 1).expect("fewer than 2^32 long usernames")
+                }
+            };
+            slot.len = LONG;
+            slot.bytes[..4].copy_from_slice(&at.to_le_bytes());
+        }
+        let hash = self.hash(name);
+        slot.tag = (hash >> 56) as u8;
+        self.place(slot, hash);
+        self.used += 1;
+    }
+
+    /// Puts `slot` in the first free slot from its hash's.
+    fn place(&mut self, slot: Slot, hash: u64) {
+        let mask = self.mask();
+        let mut at = hash as usize & mask;
+        while self.slots[at].len != FREE {
+            at = (at + 1) & mask;
+        }
+        self.slots[at] = slot;
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.slots, vec![FREE_SLOT; size].into_boxed_slice());
+        for slot in old.iter().filter(|s| s.len != FREE) {
+            let hash = self.hash(self.name_of(slot));
+            self.place(*slot, hash);
         }
     }
-}
 
-impl Borrow<[u8]> for Name {
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-
-impl PartialEq for Name {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for Name {}
-
-impl Hash for Name {
-    /// As `[u8]` hashes, which `Borrow<[u8]>` requires.
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
+    /// Removes `name`, if `id` is none or its id.
+    fn remove(&mut self, name: &[u8], id: Option<i64>) {
+        let Some(mut hole) = self.find(name) else { return };
+        if id.is_some_and(|id| self.slots[hole].id != id) {
+            return;
+        }
+        if self.slots[hole].len == LONG {
+            let at = self.slots[hole].long_at();
+            self.long[at] = None;
+            self.spare.push(at as u32);
+        }
+        self.used -= 1;
+        // Move back each following entry that the hole now separates from its home slot,
+        // until a free slot ends the run.
+        let mask = self.mask();
+        let mut next = (hole + 1) & mask;
+        loop {
+            let slot = self.slots[next];
+            if slot.len == FREE {
+                break;
+            }
+            let home = self.hash(self.name_of(&slot)) as usize & mask;
+            if (next.wrapping_sub(home) & mask) >= (next.wrapping_sub(hole) & mask) {
+                self.slots[hole] = slot;
+                hole = next;
+            }
+            next = (next + 1) & mask;
+        }
+        self.slots[hole] = FREE_SLOT;
     }
 }
 
 /// Usernames to ids, per domain.
 #[derive(Default)]
 pub struct UserIndex {
-    ids: HashMap<i64, HashMap<Name, i64>>,
+    ids: HashMap<i64, Names>,
     /// The last `user_deletions` row read.
     last_seen: i64,
 }
@@ -123,7 +247,7 @@ impl UserIndex {
 
     /// The id of `username` in the domain, if known.
     pub fn get(&self, domain_id: i64, username: &str) -> Option<i64> {
-        self.ids.get(&domain_id)?.get(username.as_bytes()).copied()
+        self.ids.get(&domain_id)?.get(username.as_bytes())
     }
 
     /// What SQLite answered for a name the map did not give: its id, or none.
@@ -132,7 +256,7 @@ impl UserIndex {
             Some(id) => self.enter(domain_id, username, id),
             None => {
                 if let Some(names) = self.ids.get_mut(&domain_id) {
-                    names.remove(username.as_bytes());
+                    names.remove(username.as_bytes(), None);
                 }
             }
         }
@@ -148,16 +272,14 @@ impl UserIndex {
                 let username = row.get_ref(3)?.as_str()?;
                 // Only that user's entry: the name may have been entered since for a user
                 // created again.
-                if names.get(username.as_bytes()) == Some(&id) {
-                    names.remove(username.as_bytes());
-                }
+                names.remove(username.as_bytes(), Some(id));
             }
         }
         Ok(())
     }
 
     fn enter(&mut self, domain_id: i64, username: &str, id: i64) {
-        self.ids.entry(domain_id).or_default().insert(Name::new(username), id);
+        self.ids.entry(domain_id).or_insert_with(Names::new).insert(username.as_bytes(), id);
     }
 }
 
@@ -229,5 +351,48 @@ mod tests {
         }
         index.learn(1, &"c".repeat(INLINE + 1), None);
         assert_eq!((index.get(1, &"c".repeat(INLINE + 1)), index.get(1, &"b".repeat(INLINE))), (None, Some(2)));
+    }
+
+    #[test]
+    fn the_table_agrees_with_a_map_through_inserts_updates_and_removals() {
+        use rand::{RngExt, SeedableRng, rngs::StdRng};
+        // A small name space so that names come back after removal, runs of occupied slots
+        // grow long and wrap around the table's end, and long names share slots' runs.
+        let mut rng = StdRng::seed_from_u64(6);
+        let mut names = Names::new();
+        let mut model = std::collections::HashMap::new();
+        let name_of = |n: u32| if n.is_multiple_of(5) { format!("{n:0>30}") } else { format!("u{n}") };
+        for step in 0..200_000 {
+            let name = name_of(rng.random_range(0..3_000));
+            match rng.random_range(0..10) {
+                0..5 => {
+                    let id = rng.random_range(1..1_000_000);
+                    names.insert(name.as_bytes(), id);
+                    model.insert(name.clone(), id);
+                }
+                5..7 => {
+                    names.remove(name.as_bytes(), None);
+                    model.remove(&name);
+                }
+                7 => {
+                    // Removed only when the id matches.
+                    let id = if rng.random_bool(0.5) { model.get(&name).copied().unwrap_or(7) } else { 7 };
+                    names.remove(name.as_bytes(), Some(id));
+                    if model.get(&name) == Some(&id) {
+                        model.remove(&name);
+                    }
+                }
+                _ => {}
+            }
+            assert_eq!(names.get(name.as_bytes()), model.get(&name).copied(), "step {step}, {name:?}");
+            assert_eq!(names.used, model.len(), "step {step}");
+        }
+        for n in 0..3_000 {
+            let name = name_of(n);
+            assert_eq!(names.get(name.as_bytes()), model.get(&name).copied(), "{name:?}");
+        }
+        assert!(names.used * 4 <= names.slots.len() * 3, "at most three quarters full");
+        let long = names.long.iter().filter(|n| n.is_some()).count();
+        assert_eq!(long, model.keys().filter(|n| n.len() > INLINE).count(), "removed long names are freed");
     }
 }
