@@ -25,7 +25,7 @@
 //! lines (BENCHMARKS.md).
 //!
 //! Memory: 32 bytes a slot, the table a power of two at most three quarters full (1,000,000
-//! users: 64 MiB), and about 0.4 s at start to load them (BENCHMARKS.md).
+//! users: 64 MiB), and 0.4–0.9 s at start to load them (BENCHMARKS.md).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
