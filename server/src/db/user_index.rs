@@ -109,12 +109,11 @@ impl Names {
         }
     }
 
-    /// Where `name` is, if it is here.
-    fn find(&self, name: &[u8]) -> Option<usize> {
+    /// Where `name`, whose hash is `hash`, is, if it is here.
+    fn find(&self, name: &[u8], hash: u64) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
-        let hash = self.hash(name);
         let (mask, tag) = (self.mask(), (hash >> 56) as u8);
         let mut at = hash as usize & mask;
         loop {
@@ -130,11 +129,12 @@ impl Names {
     }
 
     fn get(&self, name: &[u8]) -> Option<i64> {
-        self.find(name).map(|at| self.slots[at].id)
+        self.find(name, self.hash(name)).map(|at| self.slots[at].id)
     }
 
     fn insert(&mut self, name: &[u8], id: i64) {
-        if let Some(at) = self.find(name) {
+        let hash = self.hash(name);
+        if let Some(at) = self.find(name, hash) {
             self.slots[at].id = id;
             return;
         }
@@ -159,7 +159,6 @@ impl Names {
             slot.len = LONG;
             slot.bytes[..4].copy_from_slice(&at.to_le_bytes());
         }
-        let hash = self.hash(name);
         slot.tag = (hash >> 56) as u8;
         self.place(slot, hash);
         self.used += 1;
@@ -186,7 +185,7 @@ impl Names {
 
     /// Removes `name`, if `id` is none or its id.
     fn remove(&mut self, name: &[u8], id: Option<i64>) {
-        let Some(mut hole) = self.find(name) else { return };
+        let Some(mut hole) = self.find(name, self.hash(name)) else { return };
         if id.is_some_and(|id| self.slots[hole].id != id) {
             return;
         }
