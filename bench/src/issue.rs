@@ -5,7 +5,7 @@
 //! request thus pays the server's HPKE open, RSA signature check, nonce record, argon2id
 //! PIN check and passcode storage.
 //!
-//! Sealing and signing (HPKE + RSA-2048) cost the client CPU on the same machine. With
+//! Sealing and signing (HPKE + RSA-3072) cost the client CPU on the same machine. With
 //! `--preseal N` each worker seals N requests before the window opens and uses them first,
 //! so the window measures the server; their timestamps must stay within the server's
 //! clock-skew allowance (120 s), so keep the sealing phase and the window short.
