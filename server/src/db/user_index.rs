@@ -141,7 +141,7 @@ impl Names {
         if (self.used + 1) * 4 > self.slots.len() * 3 {
             self.grow();
         }
-        let mut slot = Slot { id, len: FREE, tag: 0, bytes: [0; INLINE] };
+        let mut slot = Slot { id, ..FREE_SLOT };
         if name.len() <= INLINE {
             slot.len = name.len() as u8;
             slot.bytes[..name.len()].copy_from_slice(name);
