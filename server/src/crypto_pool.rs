@@ -1,4 +1,4 @@
-//! Long-lived threads for CPU-heavy crypto (argon2id, HPKE, RSA) at the lowest CPU priority.
+//! Long-lived threads for CPU-heavy crypto (argon2id, HPKE, RSA) at a low CPU priority.
 //!
 //! Why not tokio's blocking pool behind a semaphore, as before: a blocking-pool thread parks
 //! as soon as its job is done, and the next job (a request that was waiting for a permit)
@@ -12,6 +12,17 @@
 //! 0.80-0.83 (4 alternated pairs). What remains of that p99 is the same kernel rule hit
 //! another way: a RADIUS thread preempted by a waking thread while argon2id is queued on its
 //! core can wait up to a tick.
+//!
+//! Two priorities, chosen per job by how busy the RADIUS path is ([`RadiusLoad`]): while it
+//! is busy, jobs run under `SCHED_IDLE`, so a RADIUS thread that wakes always gets a core
+//! first; while it is quiet, at nice [`CRYPTO_NICE`]. `SCHED_IDLE` alone starved issuance
+//! whenever other processes kept the cores busy: its weight is 3 against a normal thread's
+//! 1,024, and a passcode took 4.6-11 s instead of 0.07 s beside two or three busy loops on
+//! 2 cores (a token gives up after 15 s). A thread cannot move between the two without
+//! privilege (leaving `SCHED_IDLE` needs `CAP_SYS_NICE` or an `RLIMIT_NICE` that allows
+//! it), so each priority has its own threads and its own queue. The cost, measured with
+//! about 200 Access-Requests a second (quiet) during full issuance, 4 alternated pairs:
+//! RADIUS p99 3.0-3.6 ms against 1.2-3.1 ms, issuance 95-105 against 82-99 passcodes/s.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -24,7 +35,11 @@ type Job = Box<dyn FnOnce() + Send>;
 /// A fixed set of threads running queued jobs in order. Dropping the pool lets the threads
 /// finish the queued jobs and exit.
 pub struct CryptoPool {
-    queue: Arc<Queue>,
+    /// Threads under `SCHED_IDLE`: every job while the RADIUS path is busy, or always for a
+    /// pool that follows no load.
+    idle: Arc<Queue>,
+    /// Threads at nice [`CRYPTO_NICE`] for the jobs queued while the RADIUS path is quiet.
+    quiet: Option<(Arc<Queue>, Arc<RadiusLoad>)>,
 }
 
 #[derive(Default)]
@@ -71,29 +86,25 @@ impl Queue {
 }
 
 impl CryptoPool {
-    /// Starts `threads` threads named `name`, each under the lowest CPU priority
-    /// ([`lower_priority`]).
+    /// Starts `threads` threads named `name`, each under `SCHED_IDLE` ([`Priority::Idle`]),
+    /// whatever the RADIUS path does.
     pub fn start(name: &str, threads: usize) -> std::io::Result<Self> {
-        Self::start_giving_way(name, threads, None)
+        let idle = Arc::new(Queue::default());
+        spawn_threads(name, &idle, threads.max(1), Priority::Idle, None)?;
+        Ok(Self { idle, quiet: None })
     }
 
-    /// As [`start`](Self::start); with `load`, one of the threads (when there are several)
-    /// takes no job while the RADIUS path is busy ([`RadiusLoad`]), leaving it a core.
-    pub fn start_giving_way(name: &str, threads: usize, load: Option<Arc<RadiusLoad>>) -> std::io::Result<Self> {
-        let queue = Arc::new(Queue::default());
+    /// Starts `threads` threads named `name` for each priority: a job queued while `load`
+    /// is busy runs under `SCHED_IDLE`, one queued while it is quiet at nice
+    /// [`CRYPTO_NICE`]. With `give_way` (and several threads), one of the `SCHED_IDLE`
+    /// threads takes no job while the RADIUS path is busy, leaving it a core.
+    pub fn start_beside(name: &str, threads: usize, load: Arc<RadiusLoad>, give_way: GiveWay) -> std::io::Result<Self> {
         let threads = threads.max(1);
-        for i in 0..threads {
-            let queue = queue.clone();
-            let gives_way = load.clone().filter(|_| threads > 1 && i == threads - 1);
-            std::thread::Builder::new().name(name.into()).spawn(move || {
-                lower_priority();
-                while let Some(job) = queue.next(gives_way.as_deref()) {
-                    // A panicking job loses its own answer (its caller gets an error), not the thread.
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
-                }
-            })?;
-        }
-        Ok(Self { queue })
+        let (idle, quiet) = (Arc::new(Queue::default()), Arc::new(Queue::default()));
+        let gives_way = (give_way == GiveWay::OneThread && threads > 1).then(|| load.clone());
+        spawn_threads(name, &idle, threads, Priority::Idle, gives_way)?;
+        spawn_threads(name, &quiet, threads, Priority::Low, None)?;
+        Ok(Self { idle, quiet: Some((quiet, load)) })
     }
 
     /// Runs `f` on one of the pool's threads once the jobs queued before it have started.
@@ -111,15 +122,51 @@ impl CryptoPool {
     /// Queues `job` to run on one of the pool's threads once the jobs queued before it have
     /// started. Nothing waits for it: the job hands its result on itself.
     pub fn spawn(&self, job: impl FnOnce() + Send + 'static) {
-        self.queue.lock().jobs.push_back(Box::new(job));
-        self.queue.ready.notify_one();
+        let queue = match &self.quiet {
+            Some((quiet, load)) if !load.busy() => quiet,
+            _ => &self.idle,
+        };
+        queue.lock().jobs.push_back(Box::new(job));
+        queue.ready.notify_one();
     }
+}
+
+/// Whether one of a pool's `SCHED_IDLE` threads leaves the busy RADIUS path a core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GiveWay {
+    OneThread,
+    No,
+}
+
+/// Starts `threads` threads named `name` taking the jobs of `queue` at `priority`; with
+/// `gives_way`, the last of them takes none while that load is busy.
+fn spawn_threads(
+    name: &str,
+    queue: &Arc<Queue>,
+    threads: usize,
+    priority: Priority,
+    gives_way: Option<Arc<RadiusLoad>>,
+) -> std::io::Result<()> {
+    for i in 0..threads {
+        let queue = queue.clone();
+        let gives_way = gives_way.clone().filter(|_| i == threads - 1);
+        std::thread::Builder::new().name(name.into()).spawn(move || {
+            priority.apply();
+            while let Some(job) = queue.next(gives_way.as_deref()) {
+                // A panicking job loses its own answer (its caller gets an error), not the thread.
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+            }
+        })?;
+    }
+    Ok(())
 }
 
 impl Drop for CryptoPool {
     fn drop(&mut self) {
-        self.queue.lock().closed = true;
-        self.queue.ready.notify_all();
+        for queue in std::iter::once(&self.idle).chain(self.quiet.as_ref().map(|(q, _)| q)) {
+            queue.lock().closed = true;
+            queue.ready.notify_all();
+        }
     }
 }
 
@@ -131,10 +178,11 @@ const WINDOW_MS: u64 = 100;
 /// ...until this long after the last such window.
 const BUSY_HOLD_MS: u64 = 1000;
 
-/// How busy the RADIUS path is, so that the argon2id threads leave it a core.
+/// How busy the RADIUS path is, so that the crypto threads leave it the CPU and a core.
 ///
-/// argon2id runs under `SCHED_IDLE`, so RADIUS always gets the CPU first, yet on 2 cores
-/// RADIUS p99 at 16 in flight still doubled while argon2id ran on both: each verify streams
+/// While it is busy, argon2id runs under `SCHED_IDLE`, so RADIUS always gets the CPU
+/// first, yet on 2 cores RADIUS p99 at 16 in flight still doubled while argon2id ran on
+/// both: each verify streams
 /// through 19 MiB and takes the caches with it, and a core must be taken back from it each
 /// time a RADIUS thread wakes. With one argon2id thread giving way while RADIUS is busy, the
 /// p99 under full issuance rose 1.34-1.87x instead of 2.05-2.97x (4 alternated pairs,
@@ -189,34 +237,51 @@ impl RadiusLoad {
     }
 }
 
-/// The nice value of crypto threads where `SCHED_IDLE` is refused.
-const CRYPTO_NICE: i32 = 10;
+/// The nice value of crypto threads while the RADIUS path is quiet, and where `SCHED_IDLE`
+/// is refused.
+pub const CRYPTO_NICE: i32 = 10;
 
-/// Puts the calling thread under Linux's `SCHED_IDLE` policy, or at nice [`CRYPTO_NICE`] if
-/// that is refused. Issuance saturates every core with argon2id (tens of milliseconds each);
-/// a RADIUS thread that wakes must get a core at once. At nice 10 it often did not: this
-/// kernel's scheduler (EEVDF) lets a running task finish its slice, and RADIUS threads
-/// waited up to 4 ms behind argon2 (`perf sched`; RADIUS p99 at 16 in flight 2.2-7.1 ms
-/// beside a nice-10 argon2 process against 1.1-1.4 ms beside a `SCHED_IDLE` one,
-/// BENCHMARKS.md). A `SCHED_IDLE` thread is preempted by any other thread that wakes, and
-/// still has every cycle the rest leave idle.
-fn lower_priority() {
-    use thread_priority::{
-        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy, set_thread_priority_and_policy,
-        thread_native_id, thread_schedule_policy,
-    };
-    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-    // The crate also sets the nice value to 0 for this policy, where nice has no effect;
-    // that part may be refused (a server started under `nice`): only the policy counts.
-    let _ = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle);
-    if thread_schedule_policy().is_ok_and(|p| p == idle) {
-        return;
-    }
-    use rustix::process::{getpriority_process, setpriority_process};
-    let result = getpriority_process(None)
-        .and_then(|now| if now < CRYPTO_NICE { setpriority_process(None, CRYPTO_NICE) } else { Ok(()) });
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "cannot lower the priority of a crypto thread");
+/// A crypto thread's CPU priority, set once when it starts.
+#[derive(Clone, Copy, Debug)]
+enum Priority {
+    /// Linux's `SCHED_IDLE` policy, or nice [`CRYPTO_NICE`] if that is refused. Issuance
+    /// saturates every core with argon2id (tens of milliseconds each); a RADIUS thread that
+    /// wakes must get a core at once. At nice 10 it often did not: this kernel's scheduler
+    /// (EEVDF) lets a running task finish its slice, and RADIUS threads waited up to 4 ms
+    /// behind argon2 (`perf sched`; RADIUS p99 at 16 in flight 2.2-7.1 ms beside a nice-10
+    /// argon2 process against 1.1-1.4 ms beside a `SCHED_IDLE` one, BENCHMARKS.md). A
+    /// `SCHED_IDLE` thread is preempted by any other thread that wakes, and still has every
+    /// cycle the rest leave idle, but next to nothing of a core other processes keep busy.
+    Idle,
+    /// Nice [`CRYPTO_NICE`]: below the server's other threads and other processes, with a
+    /// share of a busy core (110 against a normal thread's 1,024).
+    Low,
+}
+
+impl Priority {
+    /// Sets the calling thread's priority; a refusal leaves it where it was, with a debug log.
+    fn apply(self) {
+        if let Priority::Idle = self {
+            use thread_priority::{
+                NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy, set_thread_priority_and_policy,
+                thread_native_id, thread_schedule_policy,
+            };
+            let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+            // The crate also sets the nice value to 0 for this policy, where nice has no
+            // effect; that part may be refused (a server started under `nice`): only the
+            // policy counts.
+            let _ = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle);
+            if thread_schedule_policy().is_ok_and(|p| p == idle) {
+                return;
+            }
+        }
+        // On Linux a nice value belongs to the thread; raising one's own needs no privilege.
+        use rustix::process::{getpriority_process, setpriority_process};
+        let result = getpriority_process(None)
+            .and_then(|now| if now < CRYPTO_NICE { setpriority_process(None, CRYPTO_NICE) } else { Ok(()) });
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "cannot lower the priority of a crypto thread");
+        }
     }
 }
 
@@ -239,6 +304,40 @@ mod tests {
             assert_eq!(name.as_deref(), Some("test-crypto"));
         }
         assert_eq!(thread_schedule_policy().unwrap(), runtime_policy, "the runtime's own thread keeps its policy");
+    }
+
+    /// The policy and nice value of the thread that runs it.
+    fn priority() -> (ThreadSchedulePolicy, i32) {
+        (thread_schedule_policy().unwrap(), rustix::process::getpriority_process(None).unwrap())
+    }
+
+    #[tokio::test]
+    async fn jobs_run_under_sched_idle_while_radius_is_busy_and_at_nice_10_while_it_is_quiet() {
+        let load = Arc::new(RadiusLoad::default());
+        let pool = CryptoPool::start_beside("test-beside", 2, load.clone(), GiveWay::No).unwrap();
+        let (idle, normal) = (
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+        );
+        let runtime_nice = rustix::process::getpriority_process(None).unwrap();
+        for _ in 0..4 {
+            assert_eq!(pool.run(priority).await.unwrap(), (normal, CRYPTO_NICE.max(runtime_nice)), "quiet");
+        }
+        // 100 Access-Requests within 100 ms, as the RADIUS listener counts them.
+        for _ in 0..BUSY_REQUESTS {
+            load.request();
+        }
+        assert!(load.busy());
+        for _ in 0..4 {
+            assert_eq!(pool.run(priority).await.unwrap().0, idle, "busy");
+        }
+        load.busy_until_ms.store(0, Ordering::Relaxed);
+        assert_eq!(pool.run(priority).await.unwrap().0, normal, "quiet again");
+        assert_eq!(
+            rustix::process::getpriority_process(None).unwrap(),
+            runtime_nice,
+            "the runtime keeps its nice value"
+        );
     }
 
     #[tokio::test]
@@ -290,20 +389,27 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_pool_ends_its_threads_after_the_queued_jobs() {
-        let pool = CryptoPool::start("test-crypto-end", 3).unwrap();
+        let pool = CryptoPool::start_beside("test-crypto-end", 3, Arc::default(), GiveWay::No).unwrap();
         assert_eq!(pool.run(|| 1).await.unwrap(), 1);
         // A new thread takes its name once it runs, which on a busy machine can be after the
-        // job above has already run on another one.
+        // job above has already run on another one. Three threads for each priority.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while threads_named("test-crypto-end") < 3 {
-            assert!(std::time::Instant::now() < deadline, "the pool's three threads did not start");
+        while threads_named("test-crypto-end") < 6 {
+            assert!(std::time::Instant::now() < deadline, "the pool's six threads did not start");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        assert_eq!(threads_named("test-crypto-end"), 3);
+        assert_eq!(threads_named("test-crypto-end"), 6);
         let (tx, rx) = std::sync::mpsc::channel();
-        pool.queue.lock().jobs.push_back(Box::new(move || tx.send("queued job ran").unwrap()));
+        let queues = [&pool.idle, &pool.quiet.as_ref().unwrap().0];
+        for (queue, name) in queues.into_iter().zip(["idle", "quiet"]) {
+            let tx = tx.clone();
+            queue.lock().jobs.push_back(Box::new(move || tx.send(name).unwrap()));
+        }
         drop(pool);
-        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(5)), Ok("queued job ran"));
+        let mut ran: Vec<_> =
+            (0..2).map(|_| rx.recv_timeout(Duration::from_secs(5)).expect("a queued job ran")).collect();
+        ran.sort();
+        assert_eq!(ran, ["idle", "quiet"], "each queue's last job ran");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while threads_named("test-crypto-end") > 0 {
             assert!(std::time::Instant::now() < deadline, "the pool's threads did not end");
@@ -352,14 +458,14 @@ mod tests {
     #[tokio::test]
     async fn one_thread_gives_way_while_the_radius_path_is_busy() {
         let load = Arc::new(RadiusLoad::default());
-        let pool = Arc::new(CryptoPool::start_giving_way("test-give-way", 2, Some(load.clone())).unwrap());
+        let pool = Arc::new(CryptoPool::start_beside("test-give-way", 2, load.clone(), GiveWay::OneThread).unwrap());
         assert_eq!(most_at_once(&pool, 6).await, 2, "both threads while RADIUS is quiet");
         load.busy_until_ms.store(u64::MAX, Ordering::Relaxed);
         assert_eq!(most_at_once(&pool, 6).await, 1, "one thread while it is busy");
         load.busy_until_ms.store(0, Ordering::Relaxed);
         assert_eq!(most_at_once(&pool, 6).await, 2, "both again after");
         // A pool of one thread never gives way.
-        let single = Arc::new(CryptoPool::start_giving_way("test-give-way", 1, Some(load.clone())).unwrap());
+        let single = Arc::new(CryptoPool::start_beside("test-give-way", 1, load.clone(), GiveWay::OneThread).unwrap());
         load.busy_until_ms.store(u64::MAX, Ordering::Relaxed);
         let done = tokio::time::timeout(Duration::from_secs(5), most_at_once(&single, 2));
         assert_eq!(done.await.expect("a lone thread must keep taking jobs"), 1);
