@@ -21,9 +21,10 @@
 //! 2 cores (a token gives up after 15 s). A thread cannot move between the two without
 //! privilege (leaving `SCHED_IDLE` needs `CAP_SYS_NICE` or an `RLIMIT_NICE` that allows
 //! it), so each priority has its own threads and its own queue; the nice-10 threads hand
-//! their backlog to the `SCHED_IDLE` ones when the RADIUS path turns busy. The cost, measured with
-//! about 200 Access-Requests a second (quiet) during full issuance, 4 alternated pairs:
-//! RADIUS p99 3.0-3.6 ms against 1.2-3.1 ms, issuance 95-105 against 82-99 passcodes/s.
+//! their backlog to the `SCHED_IDLE` ones when the RADIUS path turns busy. The cost,
+//! measured with about 200 Access-Requests a second (quiet) during full issuance, 4
+//! alternated pairs: RADIUS p99 3.0-3.6 ms against 1.2-3.1 ms, issuance 95-105 against
+//! 82-99 passcodes/s.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -116,8 +117,9 @@ impl CryptoPool {
 
     /// Starts `threads` threads named `name` for each priority: a job queued while `load`
     /// is busy runs under `SCHED_IDLE`, one queued while it is quiet at nice
-    /// [`CRYPTO_NICE`]. With `give_way` (and several threads), one of the `SCHED_IDLE`
-    /// threads takes no job while the RADIUS path is busy, leaving it a core.
+    /// [`CRYPTO_NICE`], or under `SCHED_IDLE` if `load` turns busy before it starts. With
+    /// `give_way` (and several threads), one of the `SCHED_IDLE` threads takes no job while
+    /// the RADIUS path is busy, leaving it a core.
     pub fn start_beside(name: &str, threads: usize, load: Arc<RadiusLoad>, give_way: GiveWay) -> std::io::Result<Self> {
         let threads = threads.max(1);
         let (idle, quiet) = (Arc::new(Queue::default()), Arc::new(Queue::default()));
