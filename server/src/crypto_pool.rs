@@ -108,7 +108,9 @@ impl Queue {
 
 impl CryptoPool {
     /// Starts `threads` threads named `name`, each under `SCHED_IDLE` ([`Priority::Idle`]),
-    /// whatever the RADIUS path does.
+    /// whatever the RADIUS path does: the pool's mechanics alone, for its tests (the server
+    /// starts its pools with [`start_beside`](Self::start_beside)).
+    #[cfg(test)]
     pub fn start(name: &str, threads: usize) -> std::io::Result<Self> {
         let idle = Arc::new(Queue::default());
         spawn_threads(name, &idle, threads.max(1), Priority::Idle, None, None)?;

@@ -50,13 +50,15 @@ pub const PASSCODE_SECRET: &str = "passcode-hmac-v1";
 pub struct AppState {
     pub store: Store,
     pub passcode_key: PasscodeKey,
-    /// Threads for HPKE and RSA work (a fraction of a millisecond each), two per core, so it
-    /// cannot starve the runtime.
+    /// Threads for HPKE and RSA work (a fraction of a millisecond each), two per core for
+    /// each of the two priorities (`crypto_pool`), so it cannot starve the runtime.
     pub crypto: Arc<CryptoPool>,
     /// Threads for argon2id hashes and verifies (19 MiB and ~15 ms of one core each), one per
-    /// core: more only time-slice the same cores and evict each other's memory from the cache
-    /// (4 threads on 2 cores verify 7–10 % fewer PINs a second than 2, BENCHMARKS.md). One
-    /// of them gives way while the RADIUS path is busy (`radius_load`).
+    /// core for each of the two priorities, and new jobs go to one priority's threads at a
+    /// time: more at once only time-slice the same cores and evict each other's memory from
+    /// the cache (4 threads on 2 cores verify 7–10 % fewer PINs a second than 2,
+    /// BENCHMARKS.md). One of the `SCHED_IDLE` ones gives way while the RADIUS path is busy
+    /// (`radius_load`).
     pub argon2: Arc<CryptoPool>,
     /// Access-Requests lately, counted by the RADIUS listener.
     pub radius_load: Arc<RadiusLoad>,
