@@ -13,7 +13,12 @@
 //! `--rounds R` pairs each issuance window with a bare argon2id window just before it
 //! (`argon::measure`, the server idle) and reports the median ratio: this CPU's speed drifts
 //! by ±15 % within minutes, more than the overhead the ratio is meant to show.
+//!
+//! `--server-pid PID` also says where the machine went in each window (`procstat`): the
+//! server's argon2id threads, the rest of the server by thread name, this client,
+//! everything else and idle time, and the CPU each passcode cost against a bare verify.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -27,11 +32,14 @@ use tessera_protocol::wire::{
 use tessera_server::db::Store;
 use tessera_server::service::admin;
 
+use crate::procstat::{Machine, Threads};
 use crate::stats::Latencies;
 
 /// The PIN every bench device registers with.
 const PIN: &str = "bench-pin-246810";
 const ACTOR: &str = "bench";
+/// The name of the server's argon2id threads (server/src/state.rs).
+const ARGON2_THREADS: &str = "tessera-argon2";
 
 /// How to run.
 pub struct Options {
@@ -47,6 +55,8 @@ pub struct Options {
     /// `duration` with the server idle, then issuance for `duration`. 0: issuance only, once.
     pub rounds: usize,
     pub baseline_threads: usize,
+    /// The server's process, to split each window's machine time (`procstat`).
+    pub server_pid: Option<u32>,
 }
 
 /// One registered, validated device.
@@ -144,14 +154,25 @@ pub fn run(o: Options) -> anyhow::Result<()> {
 
     let mut presealed: Vec<std::vec::IntoIter<(SealedBody, ResponseKey)>> =
         presealed.into_iter().map(Vec::into_iter).collect();
-    let ctx = Ctx { base: &base, domain, server_public: &server_public, devices: &devices[..o.concurrency] };
+    let ctx = Ctx {
+        base: &base,
+        domain,
+        server_public: &server_public,
+        devices: &devices[..o.concurrency],
+        server_pid: o.server_pid,
+    };
 
     if o.rounds == 0 {
         // Scripts wait for this line before loading the server alongside.
         eprintln!("{} workers: window opens", o.concurrency);
         let w = window(&ctx, &mut presealed, o.warmup, o.duration);
         let rate = w.rate();
-        report(&o, w, &format!("pps={rate:.1}"));
+        let mut fields = format!("pps={rate:.1}");
+        if let Some(split) = &w.split {
+            split.print(w.tally.ok, None);
+            fields.push_str(&split.fields(w.tally.ok, None));
+        }
+        report(&o, w, &fields);
         return Ok(());
     }
 
@@ -160,6 +181,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     // enter the ratio.
     let mut windows = Vec::with_capacity(o.rounds);
     let (mut bare_rates, mut rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut splits: Vec<Vec<(String, f64)>> = Vec::new();
     for round in 1..=o.rounds {
         let bare = crate::argon::measure(o.baseline_threads, o.duration)?;
         let w = window(&ctx, &mut presealed, o.warmup, o.duration);
@@ -172,19 +194,30 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             o.baseline_threads,
             w.rate()
         );
+        if let Some(split) = &w.split {
+            split.print(w.tally.ok, Some(&bare));
+            splits.push(split.values(w.tally.ok, Some(&bare)));
+        }
         bare_rates.push(bare.rate);
         rates.push(w.rate());
         ratios.push(ratio);
         windows.push(w);
     }
     let (lo, hi) = ratios.iter().fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
-    let fields = format!(
+    let mut fields = format!(
         "pps={:.1} vps={:.1} ratio={:.3} ratio_min={lo:.3} ratio_max={hi:.3} rounds={}",
         median(rates),
         median(bare_rates),
         median(ratios),
         o.rounds
     );
+    // Each part's median over the rounds.
+    if let Some(first) = splits.first() {
+        for (i, (key, _)) in first.iter().enumerate() {
+            let value = median(splits.iter().map(|v| v[i].1).collect());
+            fields.push_str(&format!(" {key}={value:.3}"));
+        }
+    }
     let mut all = windows.into_iter();
     let first = all.next().expect("at least one round");
     report(&o, all.fold(first, Window::merge), &fields);
@@ -197,6 +230,7 @@ struct Ctx<'a> {
     domain: DomainCode,
     server_public: &'a [u8],
     devices: &'a [Device],
+    server_pid: Option<u32>,
 }
 
 /// One issuance window: what the workers saw, and the client's own cost.
@@ -205,6 +239,8 @@ struct Window {
     secs: f64,
     wall: Duration,
     cpu: Duration,
+    /// Where the machine went inside the measured part (with `--server-pid`).
+    split: Option<Split>,
 }
 
 impl Window {
@@ -217,7 +253,138 @@ impl Window {
         self.secs += other.secs;
         self.wall += other.wall;
         self.cpu += other.cpu;
+        self.split = None;
         self
+    }
+}
+
+/// Where the machine's CPU time went during one window's measured part.
+struct Split {
+    /// The server's threads' CPU, by thread name.
+    server: BTreeMap<String, Duration>,
+    /// This client's CPU (every thread).
+    client: Duration,
+    machine: Machine,
+    wall: Duration,
+}
+
+impl Split {
+    /// Reads the server, this process and the machine at `start` and at `end`.
+    fn measure(pid: u32, start: Instant, end: Instant) -> anyhow::Result<Split> {
+        let me = std::process::id();
+        std::thread::sleep(start.saturating_duration_since(Instant::now()));
+        let (server0, client0, machine0) = (Threads::read(pid)?, Threads::read(me)?, Machine::read()?);
+        let t0 = Instant::now();
+        std::thread::sleep(end.saturating_duration_since(Instant::now()));
+        let (server1, client1, machine1) = (Threads::read(pid)?, Threads::read(me)?, Machine::read()?);
+        Ok(Split {
+            server: server1.since(&server0),
+            client: client1.since(&client0).values().sum(),
+            machine: machine1.since(machine0),
+            wall: t0.elapsed(),
+        })
+    }
+
+    /// The machine's CPU time in the window: all cores (USER_HZ is 100 on Linux).
+    fn capacity(&self) -> f64 {
+        match self.machine.total {
+            0 => self.wall.as_secs_f64() * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+            ticks => ticks as f64 / 100.0,
+        }
+    }
+
+    fn argon2(&self) -> Duration {
+        self.server.iter().filter(|(name, _)| name.starts_with(ARGON2_THREADS)).map(|(_, cpu)| *cpu).sum()
+    }
+
+    /// The server's other threads, the busiest first.
+    fn rest(&self) -> Vec<(&str, Duration)> {
+        let mut rest: Vec<_> = self
+            .server
+            .iter()
+            .filter(|(name, _)| !name.starts_with(ARGON2_THREADS))
+            .map(|(name, cpu)| (name.as_str(), *cpu))
+            .collect();
+        rest.sort_by_key(|(_, cpu)| std::cmp::Reverse(*cpu));
+        rest
+    }
+
+    /// The parts as `key=value` pairs: shares of the machine in per cent, CPU per passcode;
+    /// against the bare window when there is one.
+    fn values(&self, passcodes: u64, bare: Option<&crate::argon::Measured>) -> Vec<(String, f64)> {
+        let cap = self.capacity().max(1e-9);
+        let pct = |d: Duration| 100.0 * d.as_secs_f64() / cap;
+        let ticks = self.machine.total.max(1) as f64;
+        let rest: Duration = self.rest().iter().map(|(_, cpu)| *cpu).sum();
+        let (argon2_pct, rest_pct, client_pct) = (pct(self.argon2()), pct(rest), pct(self.client));
+        let idle_pct = 100.0 * self.machine.idle as f64 / ticks;
+        let steal_pct = 100.0 * self.machine.steal as f64 / ticks;
+        let other_pct = (100.0 - argon2_pct - rest_pct - client_pct - idle_pct - steal_pct).max(0.0);
+        let per = |d: Duration| d.as_secs_f64() / passcodes.max(1) as f64;
+        let mut v = vec![
+            ("argon2_pct".to_owned(), argon2_pct),
+            ("rest_pct".to_owned(), rest_pct),
+            ("client_pct".to_owned(), client_pct),
+            ("other_pct".to_owned(), other_pct),
+            ("idle_pct".to_owned(), idle_pct),
+            ("steal_pct".to_owned(), steal_pct),
+            ("argon2_ms".to_owned(), per(self.argon2()) * 1e3),
+            ("rest_us".to_owned(), per(rest) * 1e6),
+        ];
+        if let Some(bare) = bare {
+            let bare_cap = (bare.wall.as_secs_f64()
+                * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64))
+            .max(1e-9);
+            v.push(("bare_pct".to_owned(), 100.0 * bare.cpu.as_secs_f64() / bare_cap));
+            v.push(("bare_ms".to_owned(), bare.ms_per_verify()));
+        }
+        v
+    }
+
+    fn fields(&self, passcodes: u64, bare: Option<&crate::argon::Measured>) -> String {
+        self.values(passcodes, bare).iter().map(|(k, v)| format!(" {k}={v:.3}")).collect()
+    }
+
+    /// Two lines on stderr: the machine's shares, and the CPU a passcode took.
+    fn print(&self, passcodes: u64, bare: Option<&crate::argon::Measured>) {
+        let v: BTreeMap<String, f64> = self.values(passcodes, bare).into_iter().collect();
+        let get = |k: &str| v.get(k).copied().unwrap_or(0.0);
+        eprintln!(
+            "  the machine: the server's argon2id {:.1} %, the rest of the server {:.1} %, this client {:.1} %, \
+             everything else {:.1} %, idle {:.1} %, stolen {:.1} %{}",
+            get("argon2_pct"),
+            get("rest_pct"),
+            get("client_pct"),
+            get("other_pct"),
+            get("idle_pct"),
+            get("steal_pct"),
+            bare.map_or(String::new(), |_| format!(" (bare argon2id {:.1} %)", get("bare_pct")))
+        );
+        let per_passcode = |d: Duration| d.as_secs_f64() * 1e6 / passcodes.max(1) as f64;
+        let rest: Vec<String> =
+            self.rest().iter().map(|(name, cpu)| format!("{name} {:.0}", per_passcode(*cpu))).collect();
+        let against = match bare {
+            Some(_) if get("bare_ms") > 0.0 => {
+                format!(
+                    " (bare {:.2} ms a verify: {:+.1} %)",
+                    get("bare_ms"),
+                    100.0 * (get("argon2_ms") / get("bare_ms") - 1.0)
+                )
+            }
+            _ => String::new(),
+        };
+        eprintln!(
+            "  a passcode's CPU: argon2id {:.2} ms{against}; the rest of the server {:.0} µs ({})",
+            get("argon2_ms"),
+            get("rest_us"),
+            rest.join(", ")
+        );
+        if bare.is_some() && get("bare_pct") > 0.0 && get("argon2_ms") > 0.0 {
+            eprintln!(
+                "  argon2id's share against bare times its speed against bare: {:.3}",
+                get("argon2_pct") / get("bare_pct") * get("bare_ms") / get("argon2_ms")
+            );
+        }
     }
 }
 
@@ -232,14 +399,19 @@ fn window(
     let cpu0 = crate::cpu::process_time();
     let t0 = Instant::now();
     let (window_start, window_end) = (t0 + warmup, t0 + warmup + duration);
-    let tallies: Vec<Tally> = std::thread::scope(|s| {
+    let (tallies, split): (Vec<Tally>, _) = std::thread::scope(|s| {
         let handles: Vec<_> = ctx
             .devices
             .iter()
             .zip(presealed.iter_mut())
             .map(|(d, pre)| s.spawn(move || worker(ctx, d, pre, window_start, window_end)))
             .collect();
-        handles.into_iter().map(|h| h.join().expect("worker panicked")).collect()
+        let split = ctx.server_pid.and_then(|pid| {
+            Split::measure(pid, window_start, window_end)
+                .map_err(|e| eprintln!("warning: cannot read the CPU time of process {pid}: {e:#}"))
+                .ok()
+        });
+        (handles.into_iter().map(|h| h.join().expect("worker panicked")).collect(), split)
     });
     let wall = t0.elapsed();
     let cpu = crate::cpu::process_time().saturating_sub(cpu0);
@@ -247,7 +419,7 @@ fn window(
         t.absorb(w);
         t
     });
-    Window { tally, secs: duration.as_secs_f64(), wall, cpu }
+    Window { tally, secs: duration.as_secs_f64(), wall, cpu, split }
 }
 
 /// Prints the human summary on stderr and `fields` plus the common ones on stdout.

@@ -10,6 +10,7 @@ mod cpu;
 mod issue;
 mod load;
 mod packet;
+mod procstat;
 mod seed;
 mod stats;
 
@@ -79,6 +80,11 @@ struct IssueArgs {
     /// Threads of each round's bare argon2id measurement (default: the number of cores)
     #[arg(long, value_name = "T")]
     baseline_threads: Option<usize>,
+    /// The server's process id: each window then says where the machine's CPU went (the
+    /// server's argon2id threads, its other threads by name, this client, everything else,
+    /// idle) and what a passcode cost against a bare verify, from /proc
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -224,6 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             baseline_threads: a
                 .baseline_threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            server_pid: a.server_pid,
         }),
         Command::Argon2(a) => argon::run(a.threads, std::time::Duration::from_secs_f64(a.duration)),
     }
