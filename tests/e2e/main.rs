@@ -3,6 +3,7 @@
 //!
 //! Run through `scripts/test`, which builds the binaries first.
 
+mod bench_issue;
 mod bench_seed;
 mod check;
 mod concurrency;
