@@ -25,6 +25,20 @@
 //! measured with about 200 Access-Requests a second (quiet) during full issuance, 4
 //! alternated pairs: RADIUS p99 3.0-3.6 ms against 1.2-3.1 ms, issuance 95-105 against
 //! 82-99 passcodes/s.
+//!
+//! While the RADIUS path is busy the same starvation could still happen: a flood of
+//! Access-Requests on a machine whose cores other processes keep busy left the `SCHED_IDLE`
+//! threads no CPU at all, and a token asking for a passcode gave up after its 15 s (the
+//! end-to-end flood test failed so in 1 run of 3 beside two busy loops; with the server on
+//! one core beside two busy loops and a flood, in every run). Two things undo it. A `SCHED_IDLE` thread that waited [`STARVED_JOB`] for a core to take a job it was
+//! woken for passes that job to the nice-10 threads, and one that waited as long, and
+//! [`STARVED_RATIO`] times the job's CPU time, while running a job says so after it;
+//! either marks the RADIUS load starved
+//! ([`RadiusLoad::starve`]; both pools share it), and for [`STARVED_HOLD_MS`] jobs go to
+//! the nice-10 threads as if RADIUS were quiet. And the nice-10
+//! threads watch the `SCHED_IDLE` queue while it holds jobs: once its threads have started
+//! none for [`STARVED`] (one of them may be stuck in a long job), they take its jobs, oldest
+//! first. While the `SCHED_IDLE` threads keep up, nothing moves.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -33,6 +47,23 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// How long a pool's `SCHED_IDLE` threads may start no job while jobs wait for them before
+/// the nice-10 threads take those jobs.
+const STARVED: Duration = Duration::from_secs(1);
+/// How often the nice-10 threads look at the `SCHED_IDLE` queue while it holds jobs.
+const STARVED_POLL: Duration = Duration::from_millis(100);
+/// A `SCHED_IDLE` thread that waited this long for a core, to take a job it was woken for
+/// or while running one...
+const STARVED_JOB: Duration = Duration::from_millis(100);
+/// ...and, while running one, waited this many times its CPU time for a core. In the
+/// benchmark (RADIUS at 16 in flight beside full issuance) a `SCHED_IDLE` thread woke for
+/// a job within 10 ms and an argon2id job waited at most 17 times its CPU time (314 ms);
+/// beside a RADIUS flood and two busy loops on the server's one core the wake-ups took
+/// 123-776 ms and jobs of under a millisecond waited 176-1,172 ms.
+const STARVED_RATIO: u32 = 50;
+/// How long jobs then go to the nice-10 threads whatever the RADIUS path does.
+const STARVED_HOLD_MS: u64 = 5000;
 
 /// A fixed set of threads running queued jobs in order. Dropping the pool lets the threads
 /// finish the queued jobs and exit.
@@ -52,8 +83,21 @@ struct Queue {
 
 #[derive(Default)]
 struct QueueState {
-    jobs: VecDeque<Job>,
+    /// Each job with the moment it was queued.
+    jobs: VecDeque<(Instant, Job)>,
     closed: bool,
+    /// When one of this queue's own threads last took a job.
+    last_taken: Option<Instant>,
+    /// (A nice-10 queue.) Jobs wait in the `SCHED_IDLE` queue beside it: its threads look
+    /// there every [`STARVED_POLL`] instead of sleeping until a job of their own comes.
+    watch: bool,
+}
+
+/// A job a thread took: one of its own queue's, or one it took over from starved threads.
+enum Taken {
+    /// With how long the thread waited for a core once the job was there.
+    Own(Job, Duration),
+    Rescued(Job),
 }
 
 impl Queue {
@@ -66,10 +110,10 @@ impl Queue {
     /// (they were queued before `to`'s), for `to`'s threads to run: the nice-10 threads'
     /// backlog when the RADIUS path turns busy goes to the `SCHED_IDLE` threads. Returns
     /// `job` back when `to` is closed (its threads may be gone) for the caller to run.
-    fn hand_over(&self, job: Job, to: &Queue) -> Option<Job> {
+    fn hand_over(&self, job: (Instant, Job), to: &Queue) -> Option<Job> {
         let mut target = to.lock();
         if target.closed {
-            return Some(job);
+            return Some(job.1);
         }
         let mut jobs = std::mem::take(&mut self.lock().jobs);
         jobs.push_front(job);
@@ -78,13 +122,56 @@ impl Queue {
         }
         drop(target);
         to.ready.notify_all();
+        self.lock().watch = true;
         None
+    }
+
+    /// Queues `job` for this queue's threads.
+    fn push(&self, job: Job) {
+        self.lock().jobs.push_back((Instant::now(), job));
+        self.ready.notify_one();
+    }
+
+    /// Queues `job` for this queue's threads, before the others.
+    fn push_front(&self, job: Job) {
+        self.lock().jobs.push_front((Instant::now(), job));
+        self.ready.notify_one();
+    }
+
+    /// (A nice-10 queue.) Jobs were queued for the `SCHED_IDLE` threads beside it: its
+    /// threads start looking there, if they were not already.
+    fn watch(&self) {
+        let mut state = self.lock();
+        if !state.watch {
+            state.watch = true;
+            drop(state);
+            self.ready.notify_one();
+        }
+    }
+
+    /// (A `SCHED_IDLE` queue.) Its oldest job if its threads have started none for
+    /// [`STARVED`] while it waited; and whether any job waits here still.
+    fn take_starved(&self) -> (Option<Job>, bool) {
+        let mut state = self.lock();
+        if state.closed {
+            return (None, false); // Its own threads finish what it holds.
+        }
+        let Some((queued, _)) = state.jobs.front() else { return (None, false) };
+        let since = state.last_taken.map_or(*queued, |taken| taken.max(*queued));
+        if since.elapsed() < STARVED {
+            return (None, true);
+        }
+        let job = state.jobs.pop_front().map(|(_, job)| job);
+        (job, !state.jobs.is_empty())
     }
 
     /// The next job, or `None` once the pool is closed and drained. With `give_way_to`, no
     /// job while the RADIUS path is busy.
-    fn next(&self, give_way_to: Option<&RadiusLoad>) -> Option<Job> {
+    /// Also how long the thread waited for a core once the job was there to take (zero if
+    /// it did not sleep for it).
+    fn next(&self, give_way_to: Option<&RadiusLoad>) -> Option<(Duration, Job)> {
         let mut state = self.lock();
+        let mut slept_since = None;
         loop {
             if !state.closed && give_way_to.is_some_and(RadiusLoad::busy) {
                 // A job's notification may have woken this thread: pass it on to one that
@@ -92,16 +179,56 @@ impl Queue {
                 if !state.jobs.is_empty() {
                     self.ready.notify_one();
                 }
+                slept_since = Some(Instant::now());
                 state = self.ready.wait_timeout(state, GIVE_WAY_POLL).unwrap_or_else(|p| p.into_inner()).0;
                 continue;
             }
-            if let Some(job) = state.jobs.pop_front() {
-                return Some(job);
+            if let Some((queued, job)) = state.jobs.pop_front() {
+                let now = Instant::now();
+                state.last_taken = Some(now);
+                let late = slept_since.map_or(Duration::ZERO, |slept: Instant| now - slept.max(queued));
+                return Some((late, job));
             }
             if state.closed {
                 return None;
             }
+            slept_since = Some(Instant::now());
             state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// (A nice-10 queue.) Its next job, or one taken over from `starved`'s threads
+    /// ([`take_starved`](Self::take_starved)) while they start none; `None` once the pool is
+    /// closed and drained.
+    fn next_or_starved(&self, starved: &Queue) -> Option<Taken> {
+        let mut state = self.lock();
+        loop {
+            if let Some((_, job)) = state.jobs.pop_front() {
+                return Some(Taken::Own(job, Duration::ZERO));
+            }
+            if state.closed {
+                return None;
+            }
+            if !state.watch {
+                state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            // Not holding this lock while taking the other: `hand_over` takes them the
+            // other way round. A job queued there meanwhile sets `watch` again.
+            state.watch = false;
+            drop(state);
+            let (taken, waiting) = starved.take_starved();
+            if let Some(job) = taken {
+                if waiting {
+                    self.lock().watch = true;
+                }
+                return Some(Taken::Rescued(job));
+            }
+            state = self.lock();
+            state.watch |= waiting;
+            if state.watch && state.jobs.is_empty() && !state.closed {
+                state = self.ready.wait_timeout(state, STARVED_POLL).unwrap_or_else(|p| p.into_inner()).0;
+            }
         }
     }
 }
@@ -113,7 +240,7 @@ impl CryptoPool {
     #[cfg(test)]
     pub fn start(name: &str, threads: usize) -> std::io::Result<Self> {
         let idle = Arc::new(Queue::default());
-        spawn_threads(name, &idle, threads.max(1), Priority::Idle, None, None)?;
+        spawn_threads(name, &idle, threads.max(1), Priority::Idle, None, None, None)?;
         Ok(Self { idle, quiet: None })
     }
 
@@ -126,8 +253,8 @@ impl CryptoPool {
         let threads = threads.max(1);
         let (idle, quiet) = (Arc::new(Queue::default()), Arc::new(Queue::default()));
         let gives_way = (give_way == GiveWay::OneThread && threads > 1).then(|| load.clone());
-        spawn_threads(name, &idle, threads, Priority::Idle, gives_way, None)?;
-        spawn_threads(name, &quiet, threads, Priority::Low, None, Some((idle.clone(), load.clone())))?;
+        spawn_threads(name, &idle, threads, Priority::Idle, gives_way, None, Some((quiet.clone(), load.clone())))?;
+        spawn_threads(name, &quiet, threads, Priority::Low, None, Some((idle.clone(), load.clone())), None)?;
         Ok(Self { idle, quiet: Some((quiet, load)) })
     }
 
@@ -146,12 +273,14 @@ impl CryptoPool {
     /// Queues `job` to run on one of the pool's threads once the jobs queued before it have
     /// started. Nothing waits for it: the job hands its result on itself.
     pub fn spawn(&self, job: impl FnOnce() + Send + 'static) {
-        let queue = match &self.quiet {
-            Some((quiet, load)) if !load.busy() => quiet,
-            _ => &self.idle,
-        };
-        queue.lock().jobs.push_back(Box::new(job));
-        queue.ready.notify_one();
+        match &self.quiet {
+            Some((quiet, load)) if !load.sched_idle_now() => quiet.push(Box::new(job)),
+            Some((quiet, _)) => {
+                self.idle.push(Box::new(job));
+                quiet.watch();
+            }
+            None => self.idle.push(Box::new(job)),
+        }
     }
 }
 
@@ -164,7 +293,8 @@ pub enum GiveWay {
 
 /// Starts `threads` threads named `name` taking the jobs of `queue` at `priority`; with
 /// `gives_way`, the last of them takes none while that load is busy; with `hand_over`,
-/// each hands the jobs still queued to that queue's threads once that load is busy.
+/// each hands the jobs still queued to that queue's threads once that load is busy, and
+/// takes that queue's jobs while its threads start none ([`Queue::next_or_starved`]).
 fn spawn_threads(
     name: &str,
     queue: &Arc<Queue>,
@@ -172,23 +302,50 @@ fn spawn_threads(
     priority: Priority,
     gives_way: Option<Arc<RadiusLoad>>,
     hand_over: Option<(Arc<Queue>, Arc<RadiusLoad>)>,
+    watch_starving: Option<(Arc<Queue>, Arc<RadiusLoad>)>,
 ) -> std::io::Result<()> {
     for i in 0..threads {
         let queue = queue.clone();
         let gives_way = gives_way.clone().filter(|_| i == threads - 1);
-        let hand_over = hand_over.clone();
+        let (hand_over, watch_starving) = (hand_over.clone(), watch_starving.clone());
         std::thread::Builder::new().name(name.into()).spawn(move || {
             priority.apply();
-            while let Some(job) = queue.next(gives_way.as_deref()) {
-                let job = match &hand_over {
-                    Some((to, load)) if load.busy() => match queue.hand_over(job, to) {
-                        Some(job) => job,
-                        None => continue,
-                    },
-                    _ => job,
+            loop {
+                let taken = match &hand_over {
+                    Some((idle, _)) => queue.next_or_starved(idle),
+                    None => queue.next(gives_way.as_deref()).map(|(late, job)| Taken::Own(job, late)),
                 };
+                let (job, late) = match taken {
+                    None => break,
+                    Some(Taken::Rescued(job)) => (job, Duration::ZERO),
+                    Some(Taken::Own(job, late)) => match &hand_over {
+                        Some((to, load)) if load.sched_idle_now() => match queue.hand_over((Instant::now(), job), to) {
+                            Some(job) => (job, late),
+                            None => continue,
+                        },
+                        _ => (job, late),
+                    },
+                };
+                if let Some((quiet, load)) = &watch_starving
+                    && late >= STARVED_JOB
+                {
+                    // This thread waited that long for a core once woken for the job: the
+                    // job goes to the nice-10 threads, and so do the next ones for a while.
+                    load.starve();
+                    quiet.push_front(job);
+                    continue;
+                }
+                let started = watch_starving.as_ref().map(|_| (Instant::now(), thread_cpu()));
                 // A panicking job loses its own answer (its caller gets an error), not the thread.
                 let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                if let (Some((_, load)), Some((at, cpu))) = (&watch_starving, started) {
+                    // Waiting for a core while it ran.
+                    let (wall, cpu) = (at.elapsed(), thread_cpu().saturating_sub(cpu));
+                    let stalled = wall.saturating_sub(cpu);
+                    if stalled >= STARVED_JOB && stalled >= cpu * STARVED_RATIO {
+                        load.starve();
+                    }
+                }
             }
         })?;
     }
@@ -228,6 +385,8 @@ pub struct RadiusLoad {
     window_start_ms: AtomicU64,
     in_window: AtomicU32,
     busy_until_ms: AtomicU64,
+    /// Until when `SCHED_IDLE` threads are known to be starved (see the module's notes).
+    starved_until_ms: AtomicU64,
 }
 
 impl Default for RadiusLoad {
@@ -237,6 +396,7 @@ impl Default for RadiusLoad {
             window_start_ms: AtomicU64::new(0),
             in_window: AtomicU32::new(0),
             busy_until_ms: AtomicU64::new(0),
+            starved_until_ms: AtomicU64::new(0),
         }
     }
 }
@@ -250,6 +410,26 @@ impl RadiusLoad {
     /// Whether [`BUSY_REQUESTS`] came within one window in the last [`BUSY_HOLD_MS`].
     pub fn busy(&self) -> bool {
         self.busy_at(self.now_ms())
+    }
+
+    /// Whether jobs queued now go to the `SCHED_IDLE` threads: while the RADIUS path is
+    /// busy, unless those threads were starved in the last [`STARVED_HOLD_MS`].
+    fn sched_idle_now(&self) -> bool {
+        let now = self.now_ms();
+        self.busy_at(now) && now >= self.starved_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// A `SCHED_IDLE` thread was starved: jobs go to the nice-10 threads for a while.
+    fn starve(&self) {
+        let now = self.now_ms();
+        if self.starved_until_ms.swap(now + STARVED_HOLD_MS, Ordering::Relaxed) < now {
+            // An overloaded machine: the operator should know, once per spell.
+            tracing::warn!(
+                hold_ms = STARVED_HOLD_MS,
+                "crypto threads got no CPU while RADIUS is busy (the machine is overloaded): \
+                 token requests and PIN checks run at nice 10 for a while"
+            );
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -275,6 +455,12 @@ impl RadiusLoad {
     pub(crate) fn hold_busy(&self) {
         self.busy_until_ms.store(u64::MAX, Ordering::Relaxed);
     }
+}
+
+/// The calling thread's CPU time so far.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
 }
 
 /// The nice value of crypto threads while the RADIUS path is quiet, and where `SCHED_IDLE`
@@ -410,6 +596,74 @@ mod tests {
         assert_eq!(ran, [(0, idle), (1, idle)], "both under SCHED_IDLE, in the order they were queued");
     }
 
+    #[test]
+    fn jobs_the_sched_idle_threads_cannot_start_run_at_nice_10_after_a_while() {
+        let load = Arc::new(RadiusLoad::default());
+        load.hold_busy();
+        let pool = CryptoPool::start_beside("test-starved", 1, load, GiveWay::No).unwrap();
+        // The one SCHED_IDLE thread is held, as other processes' load would hold it.
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        pool.spawn(move || {
+            started_tx.send(priority().0).unwrap();
+            release_rx.recv().unwrap();
+        });
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        assert_eq!(started_rx.recv_timeout(Duration::from_secs(5)).unwrap(), idle);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..2 {
+            let (tx, queued) = (tx.clone(), Instant::now());
+            pool.spawn(move || tx.send((i, priority(), queued.elapsed())).unwrap());
+        }
+        let ran: Vec<_> =
+            (0..2).map(|_| rx.recv_timeout(Duration::from_secs(10)).expect("a starved job ran")).collect();
+        let normal = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other);
+        for (i, (policy, nice), waited) in &ran {
+            assert_eq!((*policy, *nice >= CRYPTO_NICE), (normal, true), "job {i} ran at nice 10: {ran:?}");
+            assert!(*waited >= STARVED, "job {i} was taken over after {waited:?}, before {STARVED:?}");
+        }
+        assert_eq!(ran.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1], "oldest first");
+        release_tx.send(()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn jobs_run_at_nice_10_for_a_while_once_the_sched_idle_threads_were_starved() {
+        let load = Arc::new(RadiusLoad::default());
+        load.hold_busy();
+        let pool = CryptoPool::start_beside("test-starve", 1, load.clone(), GiveWay::No).unwrap();
+        let (idle, normal) = (
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+        );
+        assert_eq!(pool.run(priority).await.unwrap().0, idle, "busy");
+        load.starve();
+        assert_eq!(pool.run(priority).await.unwrap().0, normal, "busy, but starved a moment ago");
+        load.starved_until_ms.store(0, Ordering::Relaxed);
+        assert_eq!(pool.run(priority).await.unwrap().0, idle, "busy, the spell over");
+    }
+
+    #[test]
+    fn no_job_moves_while_the_sched_idle_threads_keep_starting_jobs() {
+        let load = Arc::new(RadiusLoad::default());
+        load.hold_busy();
+        let pool = CryptoPool::start_beside("test-slow", 1, load, GiveWay::No).unwrap();
+        // 1.5 s of jobs for one thread: each waits longer than STARVED to start, but its
+        // thread starts one every 100 ms.
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..15 {
+            let tx = tx.clone();
+            pool.spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                tx.send((i, priority().0)).unwrap();
+            });
+        }
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        for expected in 0..15 {
+            let (i, policy) = rx.recv_timeout(Duration::from_secs(10)).expect("every job ran");
+            assert_eq!((i, policy), (expected, idle), "in order, under SCHED_IDLE");
+        }
+    }
+
     #[tokio::test]
     async fn many_jobs_all_answer_and_a_panic_costs_only_its_own_answer() {
         let pool = Arc::new(CryptoPool::start("test-crypto", 2).unwrap());
@@ -473,7 +727,7 @@ mod tests {
         let queues = [&pool.idle, &pool.quiet.as_ref().unwrap().0];
         for (queue, name) in queues.into_iter().zip(["idle", "quiet"]) {
             let tx = tx.clone();
-            queue.lock().jobs.push_back(Box::new(move || tx.send(name).unwrap()));
+            queue.lock().jobs.push_back((Instant::now(), Box::new(move || tx.send(name).unwrap())));
         }
         drop(pool);
         let mut ran: Vec<_> =

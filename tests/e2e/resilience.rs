@@ -309,3 +309,59 @@ fn a_passcode_is_issued_while_other_processes_keep_the_servers_core_busy() {
     let c = Client::new(f.server.radius, SECRET);
     assert_eq!(c.auth("alice", &passcode, Ma::None), Answer::Accept);
 }
+
+/// While the RADIUS path is busy the crypto threads run under `SCHED_IDLE`, which other
+/// processes' busy loops and the flood itself can keep off the CPU altogether: the token
+/// then gave up after its 15 s. Jobs that those threads have not started for a second run
+/// at nice 10 instead.
+#[test]
+fn a_passcode_is_issued_during_a_radius_flood_while_other_processes_keep_the_servers_core_busy() {
+    let f = Fixture::new(&[]);
+    let pinned = Command::new("taskset").args(["-a", "-p", "-c", "0", &f.server.pid().to_string()]).output().unwrap();
+    assert!(pinned.status.success(), "taskset: {}", String::from_utf8_lossy(&pinned.stderr));
+    let busy = BusyLoops::on_cpu(0, 2);
+    // Wrong passcodes from the known client, far above the 1,000 a second that make the
+    // RADIUS path busy, until the passcode is issued.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let (stop, server) = (stop.clone(), f.server.radius);
+        std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let req = crate::radius_client::access_request(
+                    sent as u8,
+                    rand::random(),
+                    "nobody",
+                    "123456",
+                    SECRET,
+                    Ma::None,
+                );
+                let _ = socket.send_to(&req, server);
+                sent += 1;
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let out = f.alice.passcode_output(PIN);
+    let took = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    drop(busy);
+    assert!(
+        out.status.success(),
+        "no passcode after {took:?} during a flood of {sent} requests: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("a passcode during a flood of {sent} requests beside two busy loops took {took:?}");
+    let log = f.server.log();
+    assert!(log.contains("too many requests in flight"), "the flood kept the RADIUS path busy:\n{log}");
+    let passcode = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let c = Client::new(f.server.radius, SECRET);
+    assert!(
+        eventually(Duration::from_secs(5), || c.auth("alice", &passcode, Ma::None) == Answer::Accept).is_some(),
+        "the passcode is accepted once the flood is over"
+    );
+}
