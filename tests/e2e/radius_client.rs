@@ -196,3 +196,44 @@ pub fn verify_response(resp: &[u8], request: &[u8], secret: &str) {
     zeroed[22..38].fill(0);
     assert_eq!(&resp[22..38], &hmac_md5(secret.as_bytes(), &zeroed), "Message-Authenticator");
 }
+
+/// A thread sending Access-Requests for `user` with a wrong `password` (no
+/// Message-Authenticator) from a socket of its own, as fast as it can, until stopped.
+pub struct Flood {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Flood {
+    pub fn start(server: SocketAddr, secret: &'static str, user: &'static str, password: &'static str) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut sent = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let req = access_request(sent as u8, rand::random(), user, password, secret, Ma::None);
+                let _ = socket.send_to(&req, server);
+                sent += 1;
+            }
+            sent
+        });
+        Self { stop, thread: Some(thread) }
+    }
+
+    /// Stops sending; how many requests were sent.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap())
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::helpers::{DOMAIN, Fixture, PIN, SECRET, TestServer, Token, engine_is_postgres, eventually};
-use crate::radius_client::{Answer, Client, Ma};
+use crate::radius_client::{Answer, Client, Flood, Ma};
 
 /// Holds the database's write lock (SQLite: `BEGIN EXCLUSIVE`; PostgreSQL: an ACCESS
 /// EXCLUSIVE lock on `passcodes`) for `secs` seconds, from another process. Returns once the
@@ -265,13 +265,17 @@ fn the_async_runtime_has_one_worker_on_sqlite_and_one_per_core_on_postgres() {
 }
 
 /// Processes that each spin on core `cpu` (pinned with `taskset`); killed when dropped.
-struct BusyLoops(Vec<Child>);
+/// Normal-priority busy loops on core 0, where every thread of a server has been pinned
+/// (its crypto threads start with it), until dropped.
+struct ServerOnCpu0(Vec<Child>);
 
-impl BusyLoops {
-    fn on_cpu(cpu: usize, loops: usize) -> Self {
+impl ServerOnCpu0 {
+    fn beside_busy_loops(server: &TestServer, loops: usize) -> Self {
+        let pinned = Command::new("taskset").args(["-a", "-p", "-c", "0", &server.pid().to_string()]).output().unwrap();
+        assert!(pinned.status.success(), "taskset: {}", String::from_utf8_lossy(&pinned.stderr));
         let spin = || {
             Command::new("taskset")
-                .args(["-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"])
+                .args(["-c", "0", "sh", "-c", "while :; do :; done"])
                 .spawn()
                 .expect("taskset (util-linux) runs")
         };
@@ -279,7 +283,7 @@ impl BusyLoops {
     }
 }
 
-impl Drop for BusyLoops {
+impl Drop for ServerOnCpu0 {
     fn drop(&mut self) {
         for child in &mut self.0 {
             let _ = child.kill();
@@ -295,10 +299,7 @@ impl Drop for BusyLoops {
 #[test]
 fn a_passcode_is_issued_while_other_processes_keep_the_servers_core_busy() {
     let f = Fixture::new(&[]);
-    // All of the server's threads (its crypto threads start with it) on core 0.
-    let pinned = Command::new("taskset").args(["-a", "-p", "-c", "0", &f.server.pid().to_string()]).output().unwrap();
-    assert!(pinned.status.success(), "taskset: {}", String::from_utf8_lossy(&pinned.stderr));
-    let busy = BusyLoops::on_cpu(0, 3);
+    let busy = ServerOnCpu0::beside_busy_loops(&f.server, 3);
     let start = Instant::now();
     let out = f.alice.passcode_output(PIN);
     let took = start.elapsed();
@@ -312,43 +313,20 @@ fn a_passcode_is_issued_while_other_processes_keep_the_servers_core_busy() {
 
 /// While the RADIUS path is busy the crypto threads run under `SCHED_IDLE`, which other
 /// processes' busy loops and the flood itself can keep off the CPU altogether: the token
-/// then gave up after its 15 s. Jobs that those threads have not started for a second run
-/// at nice 10 instead.
+/// then gave up after its 15 s. A `SCHED_IDLE` thread that waits that long for a core now
+/// passes its jobs to the nice-10 threads (crypto_pool).
 #[test]
 fn a_passcode_is_issued_during_a_radius_flood_while_other_processes_keep_the_servers_core_busy() {
     let f = Fixture::new(&[]);
-    let pinned = Command::new("taskset").args(["-a", "-p", "-c", "0", &f.server.pid().to_string()]).output().unwrap();
-    assert!(pinned.status.success(), "taskset: {}", String::from_utf8_lossy(&pinned.stderr));
-    let busy = BusyLoops::on_cpu(0, 2);
+    let busy = ServerOnCpu0::beside_busy_loops(&f.server, 2);
     // Wrong passcodes from the known client, far above the 1,000 a second that make the
     // RADIUS path busy, until the passcode is issued.
-    let stop = Arc::new(AtomicBool::new(false));
-    let flood = {
-        let (stop, server) = (stop.clone(), f.server.radius);
-        std::thread::spawn(move || {
-            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            let mut sent = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let req = crate::radius_client::access_request(
-                    sent as u8,
-                    rand::random(),
-                    "nobody",
-                    "123456",
-                    SECRET,
-                    Ma::None,
-                );
-                let _ = socket.send_to(&req, server);
-                sent += 1;
-            }
-            sent
-        })
-    };
+    let flood = Flood::start(f.server.radius, SECRET, "nobody", "123456");
     std::thread::sleep(Duration::from_millis(500));
     let start = Instant::now();
     let out = f.alice.passcode_output(PIN);
     let took = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let sent = flood.join().unwrap();
+    let sent = flood.stop();
     drop(busy);
     assert!(
         out.status.success(),

@@ -3,12 +3,10 @@
 //! client cannot starve another.
 
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::helpers::{DOMAIN, Fixture, PIN, SECRET, TestServer, eventually};
-use crate::radius_client::{Answer, Client, Ma, access_request};
+use crate::radius_client::{Answer, Client, Flood, Ma, access_request};
 
 fn client(server: &TestServer) -> Client {
     Client::new(server.radius, SECRET)
@@ -137,20 +135,7 @@ fn a_flood_from_one_client_does_not_starve_another() {
         .expect("the second client is live");
 
     // One client (127.0.0.1) sends as fast as it can for a few seconds.
-    let stop = Arc::new(AtomicBool::new(false));
-    let flood = {
-        let (stop, server) = (stop.clone(), f.server.radius);
-        std::thread::spawn(move || {
-            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            let mut sent = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let req = access_request(sent as u8, rand::random(), "mallory", "123456", SECRET, Ma::None);
-                let _ = socket.send_to(&req, server);
-                sent += 1;
-            }
-            sent
-        })
-    };
+    let flood = Flood::start(f.server.radius, SECRET, "mallory", "123456");
     std::thread::sleep(Duration::from_millis(500));
     let passcode = f.alice.passcode(PIN);
     // The other client retransmits the same request, as RADIUS clients do, until answered.
@@ -161,8 +146,7 @@ fn a_flood_from_one_client_does_not_starve_another() {
         answer = other.exchange(&request).map(|(a, _)| a);
     }
     let waited = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let sent = flood.join().unwrap();
+    let sent = flood.stop();
     assert_eq!(answer, Some(Answer::Accept), "answered during a flood of {sent} requests");
     eprintln!("flood of {sent} requests; the other client was answered in {waited:?}");
     let log = f.server.log();
