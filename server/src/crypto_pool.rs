@@ -132,10 +132,17 @@ impl Queue {
         self.ready.notify_one();
     }
 
-    /// Queues `job` for this queue's threads, before the others.
-    fn push_front(&self, job: Job) {
-        self.lock().jobs.push_front((Instant::now(), job));
+    /// Queues `job` for this queue's threads, before the others; returns it back if the
+    /// queue is closed (its threads may be gone).
+    fn push_front(&self, job: Job) -> Option<Job> {
+        let mut state = self.lock();
+        if state.closed {
+            return Some(job);
+        }
+        state.jobs.push_front((Instant::now(), job));
+        drop(state);
         self.ready.notify_one();
+        None
     }
 
     /// (A nice-10 queue.) Jobs were queued for the `SCHED_IDLE` threads beside it: its
@@ -326,15 +333,19 @@ fn spawn_threads(
                         _ => (job, late),
                     },
                 };
-                if let Some((quiet, load)) = &watch_starving
-                    && late >= STARVED_JOB
-                {
-                    // This thread waited that long for a core once woken for the job: the
-                    // job goes to the nice-10 threads, and so do the next ones for a while.
-                    load.starve();
-                    quiet.push_front(job);
-                    continue;
-                }
+                let job = match &watch_starving {
+                    Some((quiet, load)) if late >= STARVED_JOB => {
+                        // This thread waited that long for a core once woken for the job:
+                        // the job goes to the nice-10 threads, and so do the next ones for
+                        // a while (unless the pool is closing: then it runs here).
+                        load.starve();
+                        match quiet.push_front(job) {
+                            Some(job) => job,
+                            None => continue,
+                        }
+                    }
+                    _ => job,
+                };
                 let started = watch_starving.as_ref().map(|_| (Instant::now(), thread_cpu()));
                 // A panicking job loses its own answer (its caller gets an error), not the thread.
                 let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
