@@ -33,7 +33,7 @@ pub fn measure(threads: usize, duration: Duration) -> anyhow::Result<Measured> {
     let secret = "bench-pin-246810";
     let hash = pin::hash(secret)?;
     anyhow::ensure!(pin::verify(secret, &hash), "argon2id verify of a fresh hash failed");
-    let cpu0 = crate::cpu::process_time();
+    let cpu0 = crate::procstat::process_time();
     let t0 = Instant::now();
     let end = t0 + duration;
     let counts: Vec<(u64, Duration)> = std::thread::scope(|s| {
@@ -57,7 +57,7 @@ pub fn measure(threads: usize, duration: Duration) -> anyhow::Result<Measured> {
         handles.into_iter().map(|h| h.join().expect("argon2 thread panicked")).collect()
     });
     let wall = t0.elapsed();
-    let cpu = crate::cpu::process_time().saturating_sub(cpu0);
+    let cpu = crate::procstat::process_time().saturating_sub(cpu0);
     let verifies: u64 = counts.iter().map(|(n, _)| n).sum();
     let verify_cpu = counts.iter().map(|(_, c)| *c).sum();
     let rate = verifies as f64 / duration.as_secs_f64().max(1e-9);

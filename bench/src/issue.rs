@@ -170,7 +170,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         let mut fields = format!("pps={rate:.1}");
         if let Some(split) = &w.split {
             split.print(w.tally.ok, None);
-            fields.push_str(&split.fields(w.tally.ok, None));
+            fields.push_str(&split.parts(w.tally.ok, None).fields());
         }
         report(&o, w, &fields);
         return Ok(());
@@ -181,7 +181,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     // enter the ratio.
     let mut windows = Vec::with_capacity(o.rounds);
     let (mut bare_rates, mut rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    let mut splits: Vec<Vec<(String, f64)>> = Vec::new();
+    let mut splits: Vec<Vec<(&str, f64)>> = Vec::new();
     for round in 1..=o.rounds {
         let bare = crate::argon::measure(o.baseline_threads, o.duration)?;
         let w = window(&ctx, &mut presealed, o.warmup, o.duration);
@@ -196,7 +196,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         );
         if let Some(split) = &w.split {
             split.print(w.tally.ok, Some(&bare));
-            splits.push(split.values(w.tally.ok, Some(&bare)));
+            splits.push(split.parts(w.tally.ok, Some(&bare)).pairs());
         }
         bare_rates.push(bare.rate);
         rates.push(w.rate());
@@ -288,7 +288,7 @@ impl Split {
     /// The machine's CPU time in the window: all cores (USER_HZ is 100 on Linux).
     fn capacity(&self) -> f64 {
         match self.machine.total {
-            0 => self.wall.as_secs_f64() * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+            0 => self.wall.as_secs_f64() * cores(),
             ticks => ticks as f64 / 100.0,
         }
     }
@@ -309,83 +309,115 @@ impl Split {
         rest
     }
 
-    /// The parts as `key=value` pairs: shares of the machine in per cent, CPU per passcode;
-    /// against the bare window when there is one.
-    fn values(&self, passcodes: u64, bare: Option<&crate::argon::Measured>) -> Vec<(String, f64)> {
+    /// The window's parts, against the bare window when there is one.
+    fn parts(&self, passcodes: u64, bare: Option<&crate::argon::Measured>) -> Parts {
         let cap = self.capacity().max(1e-9);
         let pct = |d: Duration| 100.0 * d.as_secs_f64() / cap;
         let ticks = self.machine.total.max(1) as f64;
         let rest: Duration = self.rest().iter().map(|(_, cpu)| *cpu).sum();
+        let per = |d: Duration| d.as_secs_f64() / passcodes.max(1) as f64;
         let (argon2_pct, rest_pct, client_pct) = (pct(self.argon2()), pct(rest), pct(self.client));
         let idle_pct = 100.0 * self.machine.idle as f64 / ticks;
         let steal_pct = 100.0 * self.machine.steal as f64 / ticks;
-        let other_pct = (100.0 - argon2_pct - rest_pct - client_pct - idle_pct - steal_pct).max(0.0);
-        let per = |d: Duration| d.as_secs_f64() / passcodes.max(1) as f64;
-        let mut v = vec![
-            ("argon2_pct".to_owned(), argon2_pct),
-            ("rest_pct".to_owned(), rest_pct),
-            ("client_pct".to_owned(), client_pct),
-            ("other_pct".to_owned(), other_pct),
-            ("idle_pct".to_owned(), idle_pct),
-            ("steal_pct".to_owned(), steal_pct),
-            ("argon2_ms".to_owned(), per(self.argon2()) * 1e3),
-            ("rest_us".to_owned(), per(rest) * 1e6),
-        ];
-        if let Some(bare) = bare {
-            let bare_cap = (bare.wall.as_secs_f64()
-                * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64))
-            .max(1e-9);
-            v.push(("bare_pct".to_owned(), 100.0 * bare.cpu.as_secs_f64() / bare_cap));
-            v.push(("bare_ms".to_owned(), bare.ms_per_verify()));
+        Parts {
+            argon2_pct,
+            rest_pct,
+            client_pct,
+            other_pct: (100.0 - argon2_pct - rest_pct - client_pct - idle_pct - steal_pct).max(0.0),
+            idle_pct,
+            steal_pct,
+            argon2_ms: per(self.argon2()) * 1e3,
+            rest_us: per(rest) * 1e6,
+            bare: bare.map(|b| {
+                let bare_pct = 100.0 * b.cpu.as_secs_f64() / (b.wall.as_secs_f64() * cores()).max(1e-9);
+                (bare_pct, b.ms_per_verify())
+            }),
         }
-        v
     }
 
-    fn fields(&self, passcodes: u64, bare: Option<&crate::argon::Measured>) -> String {
-        self.values(passcodes, bare).iter().map(|(k, v)| format!(" {k}={v:.3}")).collect()
-    }
-
-    /// Two lines on stderr: the machine's shares, and the CPU a passcode took.
+    /// Two lines on stderr (three against a bare window): the machine's shares, the CPU a
+    /// passcode took, and what the two account for of the round's ratio.
     fn print(&self, passcodes: u64, bare: Option<&crate::argon::Measured>) {
-        let v: BTreeMap<String, f64> = self.values(passcodes, bare).into_iter().collect();
-        let get = |k: &str| v.get(k).copied().unwrap_or(0.0);
+        let p = self.parts(passcodes, bare);
         eprintln!(
             "  the machine: the server's argon2id {:.1} %, the rest of the server {:.1} %, this client {:.1} %, \
              everything else {:.1} %, idle {:.1} %, stolen {:.1} %{}",
-            get("argon2_pct"),
-            get("rest_pct"),
-            get("client_pct"),
-            get("other_pct"),
-            get("idle_pct"),
-            get("steal_pct"),
-            bare.map_or(String::new(), |_| format!(" (bare argon2id {:.1} %)", get("bare_pct")))
+            p.argon2_pct,
+            p.rest_pct,
+            p.client_pct,
+            p.other_pct,
+            p.idle_pct,
+            p.steal_pct,
+            p.bare.map_or(String::new(), |(pct, _)| format!(" (bare argon2id {pct:.1} %)"))
         );
         let per_passcode = |d: Duration| d.as_secs_f64() * 1e6 / passcodes.max(1) as f64;
         let rest: Vec<String> =
             self.rest().iter().map(|(name, cpu)| format!("{name} {:.0}", per_passcode(*cpu))).collect();
-        let against = match bare {
-            Some(_) if get("bare_ms") > 0.0 => {
-                format!(
-                    " (bare {:.2} ms a verify: {:+.1} %)",
-                    get("bare_ms"),
-                    100.0 * (get("argon2_ms") / get("bare_ms") - 1.0)
-                )
+        let against = match p.bare {
+            Some((_, ms)) if ms > 0.0 => {
+                format!(" (bare {ms:.2} ms a verify: {:+.1} %)", 100.0 * (p.argon2_ms / ms - 1.0))
             }
             _ => String::new(),
         };
         eprintln!(
             "  a passcode's CPU: argon2id {:.2} ms{against}; the rest of the server {:.0} µs ({})",
-            get("argon2_ms"),
-            get("rest_us"),
+            p.argon2_ms,
+            p.rest_us,
             rest.join(", ")
         );
-        if bare.is_some() && get("bare_pct") > 0.0 && get("argon2_ms") > 0.0 {
+        if let Some((pct, ms)) = p.bare
+            && pct > 0.0
+            && p.argon2_ms > 0.0
+        {
             eprintln!(
                 "  argon2id's share against bare times its speed against bare: {:.3}",
-                get("argon2_pct") / get("bare_pct") * get("bare_ms") / get("argon2_ms")
+                p.argon2_pct / pct * ms / p.argon2_ms
             );
         }
     }
+}
+
+/// Where one window's machine time went: shares of the machine in per cent, CPU a passcode.
+struct Parts {
+    argon2_pct: f64,
+    rest_pct: f64,
+    client_pct: f64,
+    other_pct: f64,
+    idle_pct: f64,
+    steal_pct: f64,
+    argon2_ms: f64,
+    rest_us: f64,
+    /// The bare window's argon2id share of the machine and CPU a verify.
+    bare: Option<(f64, f64)>,
+}
+
+impl Parts {
+    /// The parts as `key=value` pairs for the result line.
+    fn pairs(&self) -> Vec<(&'static str, f64)> {
+        let mut pairs = vec![
+            ("argon2_pct", self.argon2_pct),
+            ("rest_pct", self.rest_pct),
+            ("client_pct", self.client_pct),
+            ("other_pct", self.other_pct),
+            ("idle_pct", self.idle_pct),
+            ("steal_pct", self.steal_pct),
+            ("argon2_ms", self.argon2_ms),
+            ("rest_us", self.rest_us),
+        ];
+        if let Some((pct, ms)) = self.bare {
+            pairs.extend([("bare_pct", pct), ("bare_ms", ms)]);
+        }
+        pairs
+    }
+
+    fn fields(&self) -> String {
+        self.pairs().iter().map(|(k, v)| format!(" {k}={v:.3}")).collect()
+    }
+}
+
+/// The cores this process may use.
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
 /// Every device of `ctx` asks for passcodes, one at a time, for `warmup` then `duration`;
@@ -396,7 +428,7 @@ fn window(
     warmup: Duration,
     duration: Duration,
 ) -> Window {
-    let cpu0 = crate::cpu::process_time();
+    let cpu0 = crate::procstat::process_time();
     let t0 = Instant::now();
     let (window_start, window_end) = (t0 + warmup, t0 + warmup + duration);
     let (tallies, split): (Vec<Tally>, _) = std::thread::scope(|s| {
@@ -414,7 +446,7 @@ fn window(
         (handles.into_iter().map(|h| h.join().expect("worker panicked")).collect(), split)
     });
     let wall = t0.elapsed();
-    let cpu = crate::cpu::process_time().saturating_sub(cpu0);
+    let cpu = crate::procstat::process_time().saturating_sub(cpu0);
     let tally = tallies.into_iter().fold(Tally::default(), |mut t, w| {
         t.absorb(w);
         t

@@ -129,7 +129,7 @@ async fn drive(opts: Options, source: Source) -> anyhow::Result<()> {
         let s = socket2::SockRef::from(&socks[0]);
         (s.recv_buffer_size()?, s.send_buffer_size()?)
     };
-    let cpu0 = crate::cpu::process_time();
+    let cpu0 = crate::procstat::process_time();
     let t0 = Instant::now();
     let ctx = Rc::new(Ctx {
         window_start: t0 + opts.warmup,
@@ -150,7 +150,7 @@ async fn drive(opts: Options, source: Source) -> anyhow::Result<()> {
         tally.add(t.await??);
     }
     let wall = t0.elapsed();
-    let cpu = crate::cpu::process_time().saturating_sub(cpu0);
+    let cpu = crate::procstat::process_time().saturating_sub(cpu0);
     report(&ctx, tally, wall, cpu, sockets, rcv, snd);
     Ok(())
 }

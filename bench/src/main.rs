@@ -6,7 +6,6 @@
 //! deployment may ever do.
 
 mod argon;
-mod cpu;
 mod issue;
 mod load;
 mod packet;

@@ -93,10 +93,10 @@ struct QueueState {
     watch: bool,
 }
 
-/// A job a thread took: one of its own queue's, or one it took over from starved threads.
+/// A job a nice-10 thread took: one of its own queue's, or one it took over from starved
+/// threads.
 enum Taken {
-    /// With how long the thread waited for a core once the job was there.
-    Own(Job, Duration),
+    Own(Job),
     Rescued(Job),
 }
 
@@ -110,13 +110,13 @@ impl Queue {
     /// (they were queued before `to`'s), for `to`'s threads to run: the nice-10 threads'
     /// backlog when the RADIUS path turns busy goes to the `SCHED_IDLE` threads. Returns
     /// `job` back when `to` is closed (its threads may be gone) for the caller to run.
-    fn hand_over(&self, job: (Instant, Job), to: &Queue) -> Option<Job> {
+    fn hand_over(&self, job: Job, to: &Queue) -> Option<Job> {
         let mut target = to.lock();
         if target.closed {
-            return Some(job.1);
+            return Some(job);
         }
         let mut jobs = std::mem::take(&mut self.lock().jobs);
-        jobs.push_front(job);
+        jobs.push_front((Instant::now(), job));
         while let Some(job) = jobs.pop_back() {
             target.jobs.push_front(job);
         }
@@ -211,7 +211,7 @@ impl Queue {
         let mut state = self.lock();
         loop {
             if let Some((_, job)) = state.jobs.pop_front() {
-                return Some(Taken::Own(job, Duration::ZERO));
+                return Some(Taken::Own(job));
             }
             if state.closed {
                 return None;
@@ -247,7 +247,7 @@ impl CryptoPool {
     #[cfg(test)]
     pub fn start(name: &str, threads: usize) -> std::io::Result<Self> {
         let idle = Arc::new(Queue::default());
-        spawn_threads(name, &idle, threads.max(1), Priority::Idle, None, None, None)?;
+        spawn_threads(name, &idle, threads.max(1), Priority::Idle, Role::Alone)?;
         Ok(Self { idle, quiet: None })
     }
 
@@ -259,9 +259,10 @@ impl CryptoPool {
     pub fn start_beside(name: &str, threads: usize, load: Arc<RadiusLoad>, give_way: GiveWay) -> std::io::Result<Self> {
         let threads = threads.max(1);
         let (idle, quiet) = (Arc::new(Queue::default()), Arc::new(Queue::default()));
-        let gives_way = (give_way == GiveWay::OneThread && threads > 1).then(|| load.clone());
-        spawn_threads(name, &idle, threads, Priority::Idle, gives_way, None, Some((quiet.clone(), load.clone())))?;
-        spawn_threads(name, &quiet, threads, Priority::Low, None, Some((idle.clone(), load.clone())), None)?;
+        let last_gives_way = give_way == GiveWay::OneThread && threads > 1;
+        let idle_role = Role::Idle { quiet: quiet.clone(), load: load.clone(), last_gives_way };
+        spawn_threads(name, &idle, threads, Priority::Idle, idle_role)?;
+        spawn_threads(name, &quiet, threads, Priority::Low, Role::Quiet { idle: idle.clone(), load: load.clone() })?;
         Ok(Self { idle, quiet: Some((quiet, load)) })
     }
 
@@ -298,69 +299,97 @@ pub enum GiveWay {
     No,
 }
 
-/// Starts `threads` threads named `name` taking the jobs of `queue` at `priority`; with
-/// `gives_way`, the last of them takes none while that load is busy; with `hand_over`,
-/// each hands the jobs still queued to that queue's threads once that load is busy, and
-/// takes that queue's jobs while its threads start none ([`Queue::next_or_starved`]).
+/// What a pool's thread does beside taking its own queue's jobs.
+#[derive(Clone)]
+enum Role {
+    /// Nothing: a pool that follows no load (its tests).
+    #[cfg(test)]
+    Alone,
+    /// A `SCHED_IDLE` thread beside nice-10 threads: it passes on a job it got no core for
+    /// (and says when it was starved), and, with `last_gives_way`, the pool's last such
+    /// thread takes no job while the RADIUS path is busy.
+    Idle { quiet: Arc<Queue>, load: Arc<RadiusLoad>, last_gives_way: bool },
+    /// A nice-10 thread: it hands its backlog to the `SCHED_IDLE` threads when the RADIUS
+    /// path turns busy, and takes their jobs while they start none
+    /// ([`Queue::next_or_starved`]).
+    Quiet { idle: Arc<Queue>, load: Arc<RadiusLoad> },
+}
+
+/// Starts `threads` threads named `name` taking the jobs of `queue` at `priority`, each in
+/// `role`.
 fn spawn_threads(
     name: &str,
     queue: &Arc<Queue>,
     threads: usize,
     priority: Priority,
-    gives_way: Option<Arc<RadiusLoad>>,
-    hand_over: Option<(Arc<Queue>, Arc<RadiusLoad>)>,
-    watch_starving: Option<(Arc<Queue>, Arc<RadiusLoad>)>,
+    role: Role,
 ) -> std::io::Result<()> {
     for i in 0..threads {
-        let queue = queue.clone();
-        let gives_way = gives_way.clone().filter(|_| i == threads - 1);
-        let (hand_over, watch_starving) = (hand_over.clone(), watch_starving.clone());
+        let (queue, role) = (queue.clone(), role.clone());
         std::thread::Builder::new().name(name.into()).spawn(move || {
             priority.apply();
-            loop {
-                let taken = match &hand_over {
-                    Some((idle, _)) => queue.next_or_starved(idle),
-                    None => queue.next(gives_way.as_deref()).map(|(late, job)| Taken::Own(job, late)),
-                };
-                let (job, late) = match taken {
-                    None => break,
-                    Some(Taken::Rescued(job)) => (job, Duration::ZERO),
-                    Some(Taken::Own(job, late)) => match &hand_over {
-                        Some((to, load)) if load.sched_idle_now() => match queue.hand_over((Instant::now(), job), to) {
-                            Some(job) => (job, late),
-                            None => continue,
-                        },
-                        _ => (job, late),
-                    },
-                };
-                let job = match &watch_starving {
-                    Some((quiet, load)) if late >= STARVED_JOB => {
-                        // This thread waited that long for a core once woken for the job:
-                        // the job goes to the nice-10 threads, and so do the next ones for
-                        // a while (unless the pool is closing: then it runs here).
-                        load.starve();
-                        match quiet.push_front(job) {
-                            Some(job) => job,
-                            None => continue,
-                        }
-                    }
-                    _ => job,
-                };
-                let started = watch_starving.as_ref().map(|_| (Instant::now(), thread_cpu()));
-                // A panicking job loses its own answer (its caller gets an error), not the thread.
-                let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
-                if let (Some((_, load)), Some((at, cpu))) = (&watch_starving, started) {
-                    // Waiting for a core while it ran.
-                    let (wall, cpu) = (at.elapsed(), thread_cpu().saturating_sub(cpu));
-                    let stalled = wall.saturating_sub(cpu);
-                    if stalled >= STARVED_JOB && stalled >= cpu * STARVED_RATIO {
-                        load.starve();
-                    }
+            match role {
+                #[cfg(test)]
+                Role::Alone => run_idle(&queue, None, None),
+                Role::Idle { quiet, load, last_gives_way } => {
+                    let gives_way = (last_gives_way && i == threads - 1).then_some(&*load);
+                    run_idle(&queue, Some((&quiet, &load)), gives_way);
                 }
+                Role::Quiet { idle, load } => run_quiet(&queue, &idle, &load),
             }
         })?;
     }
     Ok(())
+}
+
+/// A `SCHED_IDLE` thread's loop; `beside`, the nice-10 threads' queue and the load they
+/// share.
+fn run_idle(queue: &Queue, beside: Option<(&Queue, &RadiusLoad)>, gives_way: Option<&RadiusLoad>) {
+    while let Some((late, job)) = queue.next(gives_way) {
+        let Some((quiet, load)) = beside else {
+            run(job);
+            continue;
+        };
+        if late >= STARVED_JOB {
+            // This thread waited that long for a core once woken for the job: the job goes
+            // to the nice-10 threads, and so do the next ones for a while (unless the pool
+            // is closing: then it runs here).
+            load.starve();
+            if let Some(job) = quiet.push_front(job) {
+                run(job);
+            }
+            continue;
+        }
+        let (at, cpu) = (Instant::now(), thread_cpu());
+        run(job);
+        // Waiting for a core while it ran.
+        let (wall, cpu) = (at.elapsed(), thread_cpu().saturating_sub(cpu));
+        let stalled = wall.saturating_sub(cpu);
+        if stalled >= STARVED_JOB && stalled >= cpu * STARVED_RATIO {
+            load.starve();
+        }
+    }
+}
+
+/// A nice-10 thread's loop; `idle`, the `SCHED_IDLE` threads' queue.
+fn run_quiet(queue: &Queue, idle: &Queue, load: &RadiusLoad) {
+    while let Some(taken) = queue.next_or_starved(idle) {
+        let job = match taken {
+            Taken::Rescued(job) => job,
+            Taken::Own(job) if load.sched_idle_now() => match queue.hand_over(job, idle) {
+                Some(job) => job,
+                None => continue,
+            },
+            Taken::Own(job) => job,
+        };
+        run(job);
+    }
+}
+
+/// Runs a job; a panicking job loses its own answer (its caller gets an error), not the
+/// thread.
+fn run(job: Job) {
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
 }
 
 impl Drop for CryptoPool {
