@@ -41,8 +41,11 @@ fn an_issuance_round_says_where_the_servers_cpu_went() {
         bare > 0.0 && per_passcode > 0.5 * bare && per_passcode < 3.0 * bare,
         "argon2id {per_passcode} ms a passcode against {bare} ms a bare verify: {line}"
     );
+    // Threads' CPU is counted in nanoseconds, the machine's idle time in 10 ms ticks: over a
+    // 2 s window the two may disagree by a few per cent (101.4 % seen), not by a thread's
+    // share counted twice.
     let parts = argon2 + rest + field(line, "client_pct") + field(line, "idle_pct") + field(line, "steal_pct");
-    assert!(parts <= 100.5, "the parts add up to {parts} % of the machine: {line}");
+    assert!(parts <= 104.0, "the parts add up to {parts} % of the machine: {line}");
     // The split accounts for the ratio: argon2id's share against the bare window's, times
     // its speed against bare (loose: a 2 s window has few passcodes at its edges).
     let explained = argon2 / field(line, "bare_pct") * bare / per_passcode;
