@@ -108,6 +108,27 @@ impl DevicePublicKey {
         Ok(Self { n: key.n_bytes(), e: key.e_bytes() })
     }
 
+    /// Decodes a key that [`from_der`](Self::from_der) accepted when its device registered
+    /// (the server keeps only such keys), without `rsa`'s big-number set-up: that parse was
+    /// about a tenth of the crypto threads' CPU a passcode. It still insists on the
+    /// token's encoding and the protocol's key size, and `ring` checks the modulus and
+    /// the exponent again at every [`verify`](Self::verify).
+    pub fn from_registered_der(der: &[u8]) -> Result<Self, DeviceKeyError> {
+        use rsa::pkcs8::der::Decode as _;
+        let spki = rsa::pkcs8::SubjectPublicKeyInfoRef::from_der(der).map_err(|_| DeviceKeyError::BadPublicKey)?;
+        if spki.algorithm != rsa::pkcs1::ALGORITHM_ID {
+            return Err(DeviceKeyError::BadPublicKey);
+        }
+        let bits = spki.subject_public_key.as_bytes().ok_or(DeviceKeyError::BadPublicKey)?;
+        let key = rsa::pkcs1::RsaPublicKeyRef::from_der(bits).map_err(|_| DeviceKeyError::BadPublicKey)?;
+        let (n, e) = (key.modulus.as_bytes(), key.public_exponent.as_bytes());
+        // DER integers carry no leading zero byte, so the first byte holds the top bit.
+        if n.len() * 8 != crate::DEVICE_KEY_BITS || n[0] < 0x80 {
+            return Err(DeviceKeyError::BadPublicKey);
+        }
+        Ok(Self { n: n.into(), e: e.into() })
+    }
+
     /// Verifies an RSA-PSS signature (SHA-256, MGF1 with SHA-256, a salt as long as the
     /// digest: what [`DeviceKey::sign`] makes); a public-key operation only.
     pub fn verify(&self, msg: &[u8], signature: &[u8]) -> Result<(), DeviceKeyError> {
@@ -186,6 +207,36 @@ mod tests {
         assert!(RsaPublicKey::from_public_key_der(&pss).is_ok(), "rsa itself takes this encoding");
         assert!(DevicePublicKey::from_der(&der).is_ok());
         assert_eq!(DevicePublicKey::from_der(&pss).err(), Some(DeviceKeyError::BadPublicKey));
+    }
+
+    #[test]
+    fn a_registered_key_decodes_without_rsa_to_the_same_key() {
+        let der = key().public_key_der();
+        let (full, light) =
+            (DevicePublicKey::from_der(&der).unwrap(), DevicePublicKey::from_registered_der(&der).unwrap());
+        assert_eq!((&full.n, &full.e), (&light.n, &light.e));
+        let msg = signed_message(Purpose::Passcode, b"enc", b"body");
+        assert!(light.verify(&msg, &key().sign(&msg)).is_ok());
+        // What the light decode still refuses: another encoding, another size, trailing
+        // bytes, a truncated key.
+        let mut pss = der.clone();
+        pss[16] = 0x0a; // rsaEncryption's OID ends in 1; 10 is id-RSASSA-PSS.
+        assert!(DevicePublicKey::from_registered_der(&pss).is_err());
+        let with_n = |top: u8, bytes: usize| {
+            let mut n = vec![0xff; bytes];
+            n[0] = top;
+            let n = rsa::BoxedUint::from_be_slice(&n, bytes as u32 * 8).unwrap();
+            let public = RsaPublicKey::new_unchecked(n, rsa::BoxedUint::from(65_537u64));
+            DevicePublicKey::from_registered_der(public.to_public_key_der().unwrap().as_bytes()).map(|_| ())
+        };
+        assert_eq!(with_n(0x80, 384), Ok(()), "3072 bits");
+        assert!(with_n(0x7f, 384).is_err(), "3071 bits");
+        assert!(with_n(0xff, 256).is_err(), "2048 bits");
+        assert!(with_n(0x80, 512).is_err(), "4096 bits");
+        let mut longer = der.clone();
+        longer.push(0);
+        assert!(DevicePublicKey::from_registered_der(&longer).is_err());
+        assert!(DevicePublicKey::from_registered_der(&der[..der.len() - 1]).is_err());
     }
 
     #[test]

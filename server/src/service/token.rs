@@ -80,12 +80,13 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(opened: &Opened) -> Result<T, 
     serde_json::from_str(&opened.body).map_err(|e| refuse(ErrorKind::BadRequest, format!("malformed request: {e}")))
 }
 
-/// Verifies the device signature on the crypto threads. The key is parsed there too: its
-/// parse computes the modulus's constants, 5 % of the runtime's CPU during issuance.
+/// Verifies the device signature on the crypto threads. The key is decoded there too, as
+/// registered (`from_registered_der`: no big-number work; `ring` computes the modulus's
+/// constants in the verify).
 pub async fn verify_signature(state: &AppState, opened: &Opened, public_key_der: &[u8]) -> Result<(), TokenError> {
     let (der, msg, sig) = (public_key_der.to_vec(), opened.signed_message(), opened.signature().to_vec());
     let checked = state
-        .blocking(move || DevicePublicKey::from_der(&der).map(|key| key.verify(&msg, &sig)))
+        .blocking(move || DevicePublicKey::from_registered_der(&der).map(|key| key.verify(&msg, &sig)))
         .await
         .map_err(|e| internal("signature check failed", e))?;
     checked
