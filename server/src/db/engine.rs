@@ -43,7 +43,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::WriteTurns;
 use super::audit::Entry;
-use super::checkpoint::{LogRestarts, restart_here};
+use super::checkpoint::{Link, LogRestarts, restart_here};
 use super::failures::{self, Failures};
 use super::log_sync::LogSync;
 use super::passcodes::PasscodeRow;
@@ -285,17 +285,18 @@ impl<J: Send + 'static, O: Send + 'static> Engine<J, O> {
             .context("cannot record this server's run in the database (engine_runs)")?;
         report(&claimed);
         let memory = Memory::load(&conn)?;
-        // The checkpoint thread ends with this one, when `checkpoints` is dropped.
+        // The checkpoint thread ends with this one, when `checkpoints` is dropped; a message
+        // on it wakes that thread from its sleep.
         let (checkpoints, stop) = std::sync::mpsc::channel::<()>();
         let log_restarts = Arc::new(LogRestarts::default());
         super::checkpoint::start(path, turns.clone(), log_restarts.clone(), stop)?;
         let (queue, rx) = mpsc::channel(QUEUE);
-        let restarts = log_restarts.clone();
+        let checkpoints = Link { restarts: log_restarts.clone(), wake: checkpoints };
         std::thread::Builder::new()
             .name("tessera-sqlite".into())
             .spawn(move || {
                 TOGETHER.set(together);
-                run(conn, &turns, &restarts, memory, rx, handler, early);
+                run(conn, &turns, &checkpoints, memory, rx, handler, early);
                 drop(checkpoints);
             })
             .context("cannot start the SQLite verification thread")?;
@@ -429,7 +430,7 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
 fn run<J, O, H>(
     conn: Connection,
     turns: &WriteTurns,
-    restarts: &LogRestarts,
+    checkpoints: &Link,
     mut memory: Memory,
     mut rx: mpsc::Receiver<Pending<J, O>>,
     mut handler: H,
@@ -471,6 +472,8 @@ fn run<J, O, H>(
         // writers waiting on SQLite's lock may never find it free (db::WriteTurns).
         let saturated = idle_at.elapsed() >= SATURATED_AFTER;
         decide_batch(&conn, saturated.then_some(turns), &mut stmts, &mut memory, &mut batch, &mut handler, early);
+        checkpoints.after_batch();
+        let restarts = &checkpoints.restarts;
         if restarts.take_request() {
             LOCK_DEADLINE.set(Some(Instant::now() + RESTART_PATIENCE));
             restart_here(&conn, restarts);
