@@ -179,14 +179,14 @@ impl LogRestarts {
 
 /// The engine's side of the checkpoint thread: what the two share, and the channel that wakes
 /// the thread (and ends it, when dropped with the engine).
-pub struct Link {
-    pub restarts: Arc<LogRestarts>,
-    pub wake: Sender<()>,
+pub(super) struct Link {
+    pub(super) restarts: Arc<LogRestarts>,
+    pub(super) wake: Sender<()>,
 }
 
 impl Link {
     /// After each of the engine's batches ([`LogRestarts::after_batch`]).
-    pub fn after_batch(&self) {
+    pub(super) fn after_batch(&self) {
         self.restarts.after_batch(&self.wake);
     }
 }
@@ -218,7 +218,7 @@ fn run(conn: &Connection, mut db: DbFile, turns: &WriteTurns, restarts: &LogRest
     // Whether the last round asked the engine to restart the log.
     let mut asked = false;
     let (mut wait, mut batches_seen) = (POLL, restarts.batches.load(Ordering::SeqCst));
-    // The log's length and what of it was copied, as the last round left them.
+    // The log's length if the last round left it wholly copied.
     let mut log_seen = None;
     loop {
         match stop.recv_timeout(wait) {
