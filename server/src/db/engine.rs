@@ -45,6 +45,7 @@ use super::WriteTurns;
 use super::audit::Entry;
 use super::checkpoint::{Link, LogRestarts, restart_here};
 use super::failures::{self, Failures};
+use super::live_passcodes::{self, LivePasscodes};
 use super::log_sync::LogSync;
 use super::passcodes::PasscodeRow;
 use super::runs::{self, Run};
@@ -565,16 +566,19 @@ where
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     // What other connections logged since the last batch (committed: kept even if this
     // batch rolls back).
-    let Memory { failures, users } = memory;
+    let Memory { failures, users, live } = memory;
     failures.read_new(&mut stmts.failures_after)?;
     users.read_new(&mut stmts.deletions_after)?;
+    let now = crate::now();
+    live.read_new(&mut stmts.live_after, now)?;
+    live.sweep_if_due(now);
     let mut decided = Vec::with_capacity(requests.len());
     // A panic while deciding (a bug, perhaps reachable by a crafted request) fails the batch
     // as an error does, and the thread goes on: the batch rolls back and is decided again
     // request by request, where only the request that panics fails. An engine thread that
     // died would leave every later RADIUS request without a decision until a restart.
     let decisions = std::panic::catch_unwind(AssertUnwindSafe(|| -> anyhow::Result<()> {
-        let mut ledger = TxLedger { conn, stmts, failures: &mut *failures, users: &mut *users };
+        let mut ledger = TxLedger { conn, stmts, failures: &mut *failures, users: &mut *users, live: &mut *live };
         for p in requests.iter_mut() {
             match &mut p.work {
                 Work::Decide { job, .. } => decided.push(Some(handler(&mut ledger, job)?)),
@@ -656,19 +660,24 @@ pub struct TxLedger<'a, 'c> {
     stmts: &'a mut Prepared<'c>,
     failures: &'a mut Failures,
     users: &'a mut UserIndex,
+    live: &'a mut LivePasscodes,
 }
 
 /// What the engine keeps in memory between batches, beside the database.
 struct Memory {
     failures: Failures,
     users: UserIndex,
+    live: LivePasscodes,
 }
 
 impl Memory {
     fn load(conn: &Connection) -> anyhow::Result<Self> {
+        let now = crate::now();
+        let mut rows_after = conn.prepare(live_passcodes::ROWS_AFTER)?;
         Ok(Self {
-            failures: Failures::load(conn, crate::now()).context("cannot read the wrong-passcode log")?,
+            failures: Failures::load(conn, now).context("cannot read the wrong-passcode log")?,
             users: UserIndex::load(conn).context("cannot index the users")?,
+            live: LivePasscodes::load(&mut rows_after, now).context("cannot read the live passcodes")?,
         })
     }
 }
@@ -689,6 +698,8 @@ struct Prepared<'c> {
     recent_passcodes: Statement<'c>,
     device_disabled: Statement<'c>,
     consume: Statement<'c>,
+    live_after: Statement<'c>,
+    consume_live: Statement<'c>,
     /// Statement `i` appends 2^i failure-log rows (`failures::append_rows`).
     append_failures: Vec<Statement<'c>>,
     failures_after: Statement<'c>,
@@ -705,6 +716,8 @@ impl<'c> Prepared<'c> {
             recent_passcodes: prepare(ENGINE_RECENT_PASSCODES)?,
             device_disabled: prepare(ENGINE_DEVICE_DISABLED)?,
             consume: prepare(CONSUME_PASSCODE)?,
+            live_after: conn.prepare(live_passcodes::ROWS_AFTER)?,
+            consume_live: conn.prepare(live_passcodes::CONSUME_LIVE)?,
             append_failures: (0..failures::APPEND_CHUNKS)
                 .map(|i| conn.prepare(&failures::append_rows_sql(1 << i)))
                 .collect::<rusqlite::Result<_>>()?,
@@ -765,6 +778,22 @@ impl Ledger for TxLedger<'_, '_> {
 
     async fn consume(&mut self, passcode_id: i64, now: i64) -> anyhow::Result<bool> {
         Ok(self.stmts.consume.execute(params![passcode_id, now])? == 1)
+    }
+
+    fn live_match(&mut self, user_id: i64, hash: &[u8; 32], now: i64) -> Option<(i64, i64)> {
+        self.live.find(user_id, hash, now).map(|p| (p.id, p.device_id))
+    }
+
+    async fn consume_live(
+        &mut self,
+        user_id: i64,
+        (id, device_id): (i64, i64),
+        hash: &[u8; 32],
+        now: i64,
+    ) -> anyhow::Result<bool> {
+        // Out of the copy either way: consumed, or no longer what its row holds.
+        self.live.remove(user_id, id);
+        Ok(self.stmts.consume_live.execute(params![id, user_id, device_id, &hash[..], now])? == 1)
     }
 
     async fn clear_failures(&mut self, user_id: i64) -> anyhow::Result<()> {
@@ -925,6 +954,96 @@ mod tests {
     /// The engine reads a device's flag from the index of disabled devices (migration 0008),
     /// not from the devices table: a device disabled, then enabled again, by another
     /// connection reads as such.
+    #[test]
+    fn passcodes_checked_from_memory_follow_another_connections_changes() {
+        use crate::domain::passcode::PasscodeKey;
+        use crate::service::verify::{Decision, Request, decide_in_transaction};
+
+        let (_dir, path) = schema();
+        let admin = Connection::open(&path).unwrap();
+        admin.execute_batch(crate::db::test_db::DOMAIN_AND_ALICE).unwrap();
+        admin
+            .execute_batch(
+                "INSERT INTO devices (id, domain_id, device_key_id, user_id, public_key, pin_hash, created_at) \
+                 VALUES (1, 1, 'a', 1, x'00', 'x', 0), (2, 1, 'b', 1, x'01', 'x', 0)",
+            )
+            .unwrap();
+        let key = PasscodeKey::new(vec![7; 32]);
+        let now = crate::now();
+        // Stores a passcode of alice's on `device`, as issuance does, and returns its id.
+        let issue = |passcode: &str, device: i64| -> i64 {
+            admin
+                .execute(
+                    "INSERT INTO passcodes (user_id, device_id, hash, expires_at, created_at) VALUES (1, ?1, ?2, ?3, ?4)",
+                    params![device, &key.hash(1, passcode)[..], now + 60, now],
+                )
+                .unwrap();
+            admin.last_insert_rowid()
+        };
+        let conn = open(&path).unwrap();
+        let mut stmts = Prepared::new(&conn).unwrap();
+        let before = issue("111111", 1);
+        let mut memory = Memory::load(&conn).unwrap();
+        assert_eq!(memory.live.len(), 1);
+        let mut check = |passcode: &str| -> Decision {
+            let request = Request {
+                client_name: "c".into(),
+                domain_id: 1,
+                domain_code: "127000000001".into(),
+                source: std::net::Ipv4Addr::LOCALHOST.into(),
+                username: "alice".into(),
+                passcode: passcode.to_owned().into(),
+            };
+            let mut decide = |ledger: &mut TxLedger<'_, '_>, r: &Request| decide_in_transaction(ledger, &key, r);
+            let (reply, answer) = oneshot::channel();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut batch = vec![Pending::decide(request, deadline, oneshot_reply(reply))];
+            decide_batch(&conn, None, &mut stmts, &mut memory, &mut batch, &mut decide, |_| false);
+            answer.blocking_recv().unwrap().unwrap()
+        };
+        let used = |id: i64| -> i64 {
+            admin.query_row("SELECT used FROM passcodes WHERE id = ?1", [id], |r| r.get(0)).unwrap()
+        };
+        assert_eq!(check("111111"), Decision::Accept, "stored before the start");
+        assert_eq!(used(before), 1);
+        assert_eq!(check("111111"), Decision::Reject("passcode already used"));
+
+        // Stored since by another connection: read at the next batch.
+        let later = issue("222222", 1);
+        assert_eq!(check("222222"), Decision::Accept);
+        assert_eq!(used(later), 1);
+
+        // In the copy, then used through another connection: refused, and why.
+        issue("333333", 1);
+        assert_eq!(check("999999"), Decision::Reject("wrong passcode"), "a batch reads it into the copy");
+        admin.execute("UPDATE passcodes SET used = 1 WHERE used = 0", []).unwrap();
+        assert_eq!(check("333333"), Decision::Reject("passcode already used"));
+
+        // In the copy, then its device disabled, enabled, and removed.
+        let on_b = issue("444444", 2);
+        assert_eq!(check("999999"), Decision::Reject("wrong passcode"));
+        admin.execute("UPDATE devices SET disabled = 1 WHERE id = 2", []).unwrap();
+        assert_eq!(check("444444"), Decision::Reject("device disabled"));
+        admin.execute("UPDATE devices SET disabled = 0 WHERE id = 2", []).unwrap();
+        assert_eq!(check("444444"), Decision::Accept);
+        assert_eq!(used(on_b), 1);
+        issue("555555", 2);
+        assert_eq!(check("999999"), Decision::Reject("wrong passcode"));
+        admin.execute("DELETE FROM devices WHERE id = 2", []).unwrap();
+        assert_eq!(check("555555"), Decision::Reject("wrong passcode"), "its passcodes went with it");
+
+        // The newest passcodes pruned: ids are not handed out again (migration 0011), so the
+        // next one is read, and a copy of a pruned one consumes nothing.
+        let newest = issue("666666", 1);
+        assert_eq!(check("999999"), Decision::Reject("wrong passcode"));
+        admin.execute("DELETE FROM passcodes WHERE id >= ?1", [newest]).unwrap();
+        let next = issue("777777", 1);
+        assert!(next > newest, "{next} after {newest}");
+        assert_eq!(check("666666"), Decision::Reject("wrong passcode"));
+        assert_eq!(check("777777"), Decision::Accept);
+        assert_eq!(memory.live.len(), 0, "consumed and stale passcodes leave the copy");
+    }
+
     #[test]
     fn a_device_reads_as_disabled_while_its_flag_is_set_by_another_connection() {
         let (_dir, path) = schema();

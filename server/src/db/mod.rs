@@ -12,6 +12,7 @@ pub mod domains;
 pub mod engine;
 pub mod enrollment;
 pub mod failures;
+pub mod live_passcodes;
 pub mod log_sync;
 pub mod login_failures;
 pub mod nonces;
