@@ -565,7 +565,8 @@ where
     // whole life, and this thread runs one transaction at a time.
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     // What other connections logged since the last batch (committed: kept even if this
-    // batch rolls back).
+    // batch rolls back; a passcode this batch consumes leaves the copy even then, and is
+    // found among the stored rows if sent again).
     let Memory { failures, users, live } = memory;
     failures.read_new(&mut stmts.failures_after)?;
     users.read_new(&mut stmts.deletions_after)?;
@@ -951,9 +952,8 @@ mod tests {
         assert!(users.len() == 1 && users[0].contains("USING INDEX users_disabled"), "{plan:?}");
     }
 
-    /// The engine reads a device's flag from the index of disabled devices (migration 0008),
-    /// not from the devices table: a device disabled, then enabled again, by another
-    /// connection reads as such.
+    /// An Accept finds its passcode in the engine's copy (db::live_passcodes), which follows
+    /// what other connections store and change, and never accepts what the rows refuse.
     #[test]
     fn passcodes_checked_from_memory_follow_another_connections_changes() {
         use crate::domain::passcode::PasscodeKey;
@@ -1044,6 +1044,9 @@ mod tests {
         assert_eq!(memory.live.len(), 0, "consumed and stale passcodes leave the copy");
     }
 
+    /// The engine reads a device's flag from the index of disabled devices (migration 0008),
+    /// not from the devices table: a device disabled, then enabled again, by another
+    /// connection reads as such.
     #[test]
     fn a_device_reads_as_disabled_while_its_flag_is_set_by_another_connection() {
         let (_dir, path) = schema();
