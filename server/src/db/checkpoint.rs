@@ -337,16 +337,23 @@ mod tests {
         std::fs::metadata(dir.path().join("c.db-wal")).unwrap().len() / (4096 + 24)
     }
 
-    /// Whether this process holds a POSIX lock on the file at `path` (`/proc/locks`).
+    /// Whether this process holds a POSIX lock on the file at `path` (`/proc/locks`). The
+    /// kernel writes that file in pages, one `read` each, and a line can be skipped when
+    /// locks listed before it go away between two reads (other tests' SQLite connections
+    /// lock and unlock all the time): once, with the whole suite running, a lock held
+    /// throughout went unseen. So a lock counts as held if any of five reads lists it; one
+    /// that is gone is missing from all of them.
     fn locked_by_this_process(path: &Path) -> bool {
         use std::os::unix::fs::MetadataExt as _;
         let inode = std::fs::metadata(path).unwrap().ino();
         let pid = std::process::id().to_string();
-        std::fs::read_to_string("/proc/locks").unwrap().lines().any(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            fields.get(1) == Some(&"POSIX")
-                && fields.get(4) == Some(&pid.as_str())
-                && fields.get(5).is_some_and(|dev_inode| dev_inode.ends_with(&format!(":{inode}")))
+        (0..5).any(|_| {
+            std::fs::read_to_string("/proc/locks").unwrap().lines().any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.get(1) == Some(&"POSIX")
+                    && fields.get(4) == Some(&pid.as_str())
+                    && fields.get(5).is_some_and(|dev_inode| dev_inode.ends_with(&format!(":{inode}")))
+            })
         })
     }
 
