@@ -16,6 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
 use crate::packet::{self, Verdict};
+use crate::procstat::Machine;
 use crate::stats::Latencies;
 
 /// Identifiers per socket: RADIUS has one octet of them.
@@ -111,6 +112,9 @@ struct Ctx {
     exhausted: Cell<bool>,
     window_start: Instant,
     window_end: Instant,
+    /// The machine's CPU time when the window opened (`/proc/stat`), to tell how much of the
+    /// window the host took (steal) and how much stood idle.
+    machine_at_start: Cell<Option<Machine>>,
 }
 
 pub fn run(opts: Options, source: Source) -> anyhow::Result<()> {
@@ -137,7 +141,15 @@ async fn drive(opts: Options, source: Source) -> anyhow::Result<()> {
         opts,
         source,
         exhausted: Cell::new(false),
+        machine_at_start: Cell::new(None),
     });
+    let opening = {
+        let ctx = ctx.clone();
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep_until(ctx.window_start.into()).await;
+            ctx.machine_at_start.set(Machine::read().ok());
+        })
+    };
     let mut tasks = Vec::new();
     let mut left = ctx.opts.inflight;
     for sock in socks {
@@ -151,7 +163,11 @@ async fn drive(opts: Options, source: Source) -> anyhow::Result<()> {
     }
     let wall = t0.elapsed();
     let cpu = crate::procstat::process_time().saturating_sub(cpu0);
-    report(&ctx, tally, wall, cpu, sockets, rcv, snd);
+    // Up to the last reply (a little past the window while the last requests drain); none if
+    // the window never opened.
+    opening.abort();
+    let machine = ctx.machine_at_start.get().and_then(|start| Some(Machine::read().ok()?.since(start)));
+    report(&ctx, tally, wall, cpu, machine, Sizes { sockets, rcv, snd });
     Ok(())
 }
 
@@ -261,7 +277,15 @@ async fn send_next(
     Ok(Some(Slot { sent, auth }))
 }
 
-fn report(ctx: &Ctx, mut t: Tally, wall: Duration, cpu: Duration, sockets: usize, rcv: usize, snd: usize) {
+/// The generator's sockets and their buffer sizes, for the report.
+struct Sizes {
+    sockets: usize,
+    rcv: usize,
+    snd: usize,
+}
+
+fn report(ctx: &Ctx, mut t: Tally, wall: Duration, cpu: Duration, machine: Option<Machine>, sizes: Sizes) {
+    let Sizes { sockets, rcv, snd } = sizes;
     t.latencies.finish();
     // When single-use input ran out early, the window really ended at the last reply.
     let end = match (ctx.exhausted.get(), t.last_reply) {
@@ -288,12 +312,16 @@ fn report(ctx: &Ctx, mut t: Tally, wall: Duration, cpu: Duration, sockets: usize
         cpu.as_secs_f64(),
         wall.as_secs_f64()
     );
+    let (idle_pct, steal_pct) = machine.map_or((f64::NAN, f64::NAN), Machine::idle_and_steal_pct);
+    if machine.is_some() {
+        eprintln!("  the machine in the window: idle {idle_pct:.1} %, stolen by the host {steal_pct:.1} %");
+    }
     if ctx.exhausted.get() {
         eprintln!("  warning: the input ran out; the window was cut to {secs:.2} s (seed more users)");
     }
     println!(
         "rps={rps:.1} p50_us={p50} p99_us={p99} p999_us={p999} accept={} reject={} lost={} bad={} stray={} secs={secs:.3} \
-         cpu_secs={:.2} cpu_pct={cpu_pct:.1} exhausted={} consumed={}",
+         cpu_secs={:.2} cpu_pct={cpu_pct:.1} exhausted={} consumed={} idle_pct={idle_pct:.1} steal_pct={steal_pct:.1}",
         t.accept,
         t.reject,
         t.lost,

@@ -93,6 +93,12 @@ impl Machine {
         Some(Self { total: f.iter().sum(), idle: f[3] + f[4], steal: f[7] })
     }
 
+    /// Idle and stolen time as per cent of all of it, for a difference of two readings.
+    pub fn idle_and_steal_pct(self) -> (f64, f64) {
+        let ticks = self.total.max(1) as f64;
+        (100.0 * self.idle as f64 / ticks, 100.0 * self.steal as f64 / ticks)
+    }
+
     pub fn since(self, earlier: Machine) -> Machine {
         Machine {
             total: self.total.saturating_sub(earlier.total),
@@ -111,6 +117,9 @@ mod tests {
         let stat = "cpu  100 5 30 400 20 1 2 7 50 0\ncpu0 50 2 15 200 10 0 1 3 25 0\nintr 1\n";
         assert_eq!(Machine::parse(stat), Some(Machine { total: 565, idle: 420, steal: 7 }));
         assert_eq!(Machine::parse("intr 1\n"), None);
+        let later = Machine::parse("cpu  150 5 30 430 20 1 2 27 50 0\n").unwrap();
+        let (idle, steal) = later.since(Machine::parse(stat).unwrap()).idle_and_steal_pct();
+        assert_eq!((idle, steal), (30.0, 20.0), "of 100 ticks: 30 idle, 20 stolen");
     }
 
     #[test]
